@@ -1,0 +1,219 @@
+# psd - parameter server for distributed training on edge boxes.
+#
+#   make                 build every program into bin/
+#   make test            build and run every Check suite (prints Check's summary)
+#   make SANITIZE=1 test the same, built with ASan+UBSan (in build-san/)
+#   make WERROR=1        warnings are errors (CI)
+#   make train           train lenet in one process (MNIST or Fashion-MNIST)
+#   make bench           benchmarks: CNN samples/s per SIMD path, FMA peak, PyTorch
+#   make test-arm64      cross-compile the engine and its tests for aarch64 and run
+#                        them under qemu-aarch64 (NEON path)
+#   make deps            install the Debian packages needed to build, test and run
+#   make clean
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+CROSS    ?=
+CC       := $(CROSS)gcc
+PKG_CONFIG ?= pkg-config
+TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine 2>/dev/null | cut -d- -f1)
+
+ifeq ($(SANITIZE),1)
+  BUILD ?= build-san
+  BIN   ?= build-san/bin
+  SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+  BUILD ?= build
+  BIN   ?= bin
+  SANFLAGS :=
+endif
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+            -pthread -Icommon -Iproto $(SANFLAGS)
+# CI (CI=true) builds with -Werror.
+ifeq ($(CI),true)
+  WERROR ?= 1
+endif
+ifeq ($(WERROR),1)
+  CFLAGS += -Werror
+endif
+LDFLAGS  += -pthread $(SANFLAGS)
+
+# Libraries: from pkg-config natively; by name when cross-compiling (Debian
+# multiarch puts the arm64 libraries where the cross compiler looks).
+ifeq ($(CROSS),)
+  PKGS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libuv libcjson check zlib 2>/dev/null)
+  LIB_UV      := $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null)
+  LIB_CJSON   := $(shell $(PKG_CONFIG) --libs libcjson 2>/dev/null)
+  LIB_CHECK   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+  LIB_Z       := $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null)
+else
+  PKGS_CFLAGS :=
+  LIB_UV      := -luv
+  LIB_CJSON   := -lcjson
+  LIB_CHECK   := -lcheck -lsubunit -lrt -lm
+  LIB_Z       := -lz
+endif
+CFLAGS += $(PKGS_CFLAGS)
+LIBS_BASE := $(LIB_Z) -lm
+
+# ---------------------------------------------------------------- sources
+# The CNN engine, data loading and optimizer: everything in common/ except
+# the per-architecture kernel files, which are added for the target below.
+COMMON_SRC := $(filter-out common/kernels_avx2.c common/kernels_avx512.c common/kernels_neon.c,\
+                $(wildcard common/*.c))
+ifeq ($(TARGET_ARCH_NAME),x86_64)
+  COMMON_SRC += common/kernels_avx2.c common/kernels_avx512.c
+else ifeq ($(TARGET_ARCH_NAME),aarch64)
+  COMMON_SRC += common/kernels_neon.c
+endif
+PROTO_SRC  := $(wildcard proto/*.c)
+
+# Per-file instruction-set flags: the only files allowed to use them.
+$(BUILD)/common/kernels_avx2.o:   CFLAGS += -O3 -mavx2 -mfma
+$(BUILD)/common/kernels_avx512.o: CFLAGS += -O3 -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
+$(BUILD)/common/kernels_neon.o:   CFLAGS += -O3
+$(BUILD)/common/kernels_generic.o: CFLAGS += -O3
+$(BUILD)/common/cnn.o: CFLAGS += -O3
+
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
+
+WORKERD_SRC := $(wildcard workerd/*.c)
+PSD_SRC     := $(wildcard psd/*.c)
+TEST_SRC    := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
+TEST_HELPER_SRC := $(filter-out tests/check_%.c,$(wildcard tests/*.c))
+BENCH_SRC   := $(wildcard bench/*.c)
+
+PROGRAMS :=
+ifneq ($(WORKERD_SRC),)
+  PROGRAMS += $(BIN)/workerd
+endif
+ifneq ($(PSD_SRC),)
+  PROGRAMS += $(BIN)/psd
+endif
+
+.PHONY: all test test-native bench test-arm64 deps deps-bench clean
+all: $(PROGRAMS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libcommon.a: $(COMMON_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(CROSS)ar rcs $@ $^
+
+$(BIN)/workerd: $(WORKERD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIB_CJSON) $(LIBS_BASE) -o $@
+
+$(BIN)/psd: $(PSD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+
+# ---------------------------------------------------------------- tests
+# Every tests/check_<name>.c defines `Suite *<name>_suite(void)`; the runner's
+# list of suites is generated from the file names.
+$(BUILD)/tests/suites.h: $(TEST_SRC) Makefile
+	@mkdir -p $(dir $@)
+	@for f in $(TEST_SRC); do n=$$(basename $$f .c); echo "SUITE($${n#check_})"; done > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/tests/check_main.o: CFLAGS += -I$(BUILD)/tests
+$(BUILD)/tests/check_main.o: $(BUILD)/tests/suites.h
+
+TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELPER_SRC:%.c=$(BUILD)/%.o)
+
+$(BUILD)/tests/check_all: $(TEST_OBJ) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIB_CHECK) $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+
+# Tests start the real programs; they find them through PSD_BIN.  On an
+# x86-64 host with the cross tools, make test also runs the aarch64 suite.
+test: test-native
+	@if [ -n "$(SANITIZE)" ]; then echo "test-arm64: skipped under SANITIZE"; \
+	elif [ "$(TARGET_ARCH_NAME)" != x86_64 ]; then echo "test-arm64: skipped (host is $(TARGET_ARCH_NAME))"; \
+	elif ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then \
+	  echo "test-arm64: skipped: aarch64-linux-gnu-gcc or qemu-aarch64 missing (make deps installs them)"; \
+	else $(MAKE) --no-print-directory test-arm64; fi
+
+test-native: $(PROGRAMS) $(BUILD)/tests/check_all
+	PSD_BIN=$(abspath $(BIN)) $(BUILD)/tests/check_all
+
+# ---------------------------------------------------------------- arm64
+# The engine's tests (kernels, CNN, optimizer, data) built for aarch64 and
+# run under qemu-user; needs gcc-aarch64-linux-gnu, qemu-user and the arm64
+# check and zlib libraries (make deps-arm64).
+ARM64_TESTS := $(filter-out tests/check_main.c,$(foreach t,kernels cnn optim idx dataset train,$(wildcard tests/check_$(t).c)))
+test-arm64:
+	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build-arm64 BIN=build-arm64/bin \
+	    TEST_SRC="$(ARM64_TESTS)" build-arm64/tests/check_all
+	qemu-aarch64 build-arm64/tests/check_all
+
+# ---------------------------------------------------------------- train
+# Train lenet in one process for 3 epochs: on the official MNIST files in
+# data/mnist/ if present, else ../shared/data/mnist, else Debian's
+# Fashion-MNIST; it says which.
+MNIST_DIRS := data/mnist ../shared/data/mnist
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+TRAIN_ARGS ?= --model lenet --epochs 3 --batch 64 --lr 0.05 --threads $(shell nproc 2>/dev/null || echo 1)
+.PHONY: train
+train: $(BIN)/workerd
+	@set -e; d=""; for c in $(MNIST_DIRS); do \
+	  if [ -f $$c/t10k-images-idx3-ubyte.gz ]; then d=$$c; ti=t10k; break; fi; \
+	  if [ -f $$c/val-images-idx3-ubyte.gz ]; then d=$$c; ti=val; break; fi; \
+	done; \
+	if [ -n "$$d" ]; then echo "train: MNIST digits from $$d ($$ti set for testing)"; \
+	elif [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then d=$(FASHION_DIR); ti=t10k; \
+	  echo "train: no MNIST digits found ($(MNIST_DIRS)); using Debian's Fashion-MNIST in $$d"; \
+	else echo "train: no data: neither MNIST in $(MNIST_DIRS) nor Fashion-MNIST in $(FASHION_DIR) (make deps installs it)"; exit 1; fi; \
+	$(BIN)/workerd --standalone $(TRAIN_ARGS) \
+	  --train-images $$d/train-images-idx3-ubyte.gz --train-labels $$d/train-labels-idx1-ubyte.gz \
+	  --test-images $$d/$$ti-images-idx3-ubyte.gz --test-labels $$d/$$ti-labels-idx1-ubyte.gz
+
+# ---------------------------------------------------------------- bench
+bench: deps-bench $(PROGRAMS) $(BIN)/bench_cnn
+	bench/run.sh $(BIN)
+
+$(BIN)/bench_%: $(BUILD)/bench/bench_%.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+
+# ---------------------------------------------------------------- deps
+# Installs what is missing; as root with apt-get, otherwise prints the line to
+# run and fails.  The arm64 libraries (for make test-arm64) come from Debian
+# multiarch, enabled here on x86-64 hosts.  Rerunning is harmless.
+DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev \
+             dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64
+deps:
+	@set -e; pkgs="$(DEPS_PKGS)"; \
+	if [ "$$(dpkg --print-architecture)" = amd64 ]; then pkgs="$$pkgs $(DEPS_ARM64_PKGS)"; fi; \
+	missing=""; for p in $$pkgs; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all packages present"; exit 0; fi; \
+	need_arm=""; case "$$missing" in *:arm64*) dpkg --print-foreign-architectures | grep -qx arm64 || need_arm=1;; esac; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "deps: missing:$$missing"; echo "run:"; \
+	  [ -z "$$need_arm" ] || echo "  sudo dpkg --add-architecture arm64"; \
+	  echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	fi; \
+	[ -z "$$need_arm" ] || dpkg --add-architecture arm64; \
+	echo "deps: installing$$missing"; \
+	apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+
+# The PyTorch baseline for make bench (large; not part of make deps).
+deps-bench:
+	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "bench: PyTorch missing; run: sudo apt-get install -y python3-torch"; exit 1; fi; \
+	echo "bench: installing python3-torch"; apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch
+
+clean:
+	rm -rf build build-san build-arm64 bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

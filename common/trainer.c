@@ -1,0 +1,153 @@
+/* trainer.c - see trainer.h. */
+#include "trainer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double trainer_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int local_pull(void *ctx, float *params, uint64_t *version, char *err, size_t errlen)
+{
+    ps_shard *s = ctx;
+    memcpy(params, s->w, (s->hi - s->lo) * sizeof(float));
+    *version = s->version;
+    return 0;
+}
+
+static int local_push(void *ctx, const float *grad, uint64_t version, long step, int samples,
+                      char *err, size_t errlen)
+{
+    ps_shard *s = ctx;
+    if (version != s->version) {
+        snprintf(err, errlen, "gradient of version %llu pushed to local weights at %llu",
+                 (unsigned long long)version, (unsigned long long)s->version);
+        return -1;
+    }
+    ps_shard_apply(s, grad);
+    return 0;
+}
+
+param_backend trainer_local_backend(ps_shard *whole)
+{
+    param_backend be = { whole, local_pull, local_push };
+    return be;
+}
+
+int trainer_init(trainer *t, const cnn_model *m, cnn_engine *engine, const dataset *train,
+                 int part, int nparts, int batch, uint64_t seed, param_backend be, char *err,
+                 size_t errlen)
+{
+    memset(t, 0, sizeof(*t));
+    size_t in = (size_t)m->in_c * m->in_h * m->in_w;
+    if ((size_t)train->rows * (size_t)train->cols != in) {
+        snprintf(err, errlen, "model %s takes %dx%d images, the data has %dx%d", m->name,
+                 m->in_h, m->in_w, train->rows, train->cols);
+        return -1;
+    }
+    if (dataset_partition(train->n, part, nparts, &t->lo, &t->hi) != 0) {
+        snprintf(err, errlen, "cannot give part %d of %d of %zu training examples", part,
+                 nparts, train->n);
+        return -1;
+    }
+    if (batch < 1) {
+        snprintf(err, errlen, "batch size must be at least 1 (got %d)", batch);
+        return -1;
+    }
+    t->m = m;
+    t->engine = engine;
+    t->train = train;
+    t->batch = batch;
+    t->seed = seed;
+    t->be = be;
+    t->params = malloc(m->nparams * sizeof(float));
+    t->grad = malloc(m->nparams * sizeof(float));
+    t->x = malloc((size_t)batch * in * sizeof(float));
+    t->y = malloc((size_t)batch);
+    t->order = malloc((t->hi - t->lo) * sizeof(uint32_t));
+    if (!t->params || !t->grad || !t->x || !t->y || !t->order) {
+        trainer_free(t);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void trainer_free(trainer *t)
+{
+    free(t->params);
+    free(t->grad);
+    free(t->x);
+    free(t->y);
+    free(t->order);
+    memset(t, 0, sizeof(*t));
+}
+
+int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st, char *err,
+                      size_t errlen)
+{
+    memset(st, 0, sizeof(*st));
+    size_t count = t->hi - t->lo;
+    dataset_shuffle(t->order, count, t->lo, t->seed, (uint64_t)epoch);
+    double t0 = trainer_now();
+    for (size_t off = 0; off < count; off += (size_t)t->batch) {
+        if (max_steps > 0 && t->step >= max_steps)
+            break;
+        int n = (int)(count - off < (size_t)t->batch ? count - off : (size_t)t->batch);
+        uint64_t version;
+        if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) != 0)
+            return -1;
+        dataset_gather(t->train, t->order + off, (size_t)n, t->x, t->y);
+        double loss;
+        int correct;
+        cnn_engine_grad(t->engine, t->params, t->x, t->y, n, t->grad, &loss, &correct);
+        if (t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen) != 0)
+            return -1;
+        t->step++;
+        st->steps++;
+        st->samples += (size_t)n;
+        st->loss_sum += loss;
+        st->correct += (size_t)correct;
+    }
+    st->seconds = trainer_now() - t0;
+    return 0;
+}
+
+int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *acc_percent,
+                     char *err, size_t errlen)
+{
+    uint64_t version;
+    if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) != 0)
+        return -1;
+    size_t in = (size_t)t->m->in_c * t->m->in_h * t->m->in_w;
+    if ((size_t)ds->rows * (size_t)ds->cols != in) {
+        snprintf(err, errlen, "test images are %dx%d, model %s takes %dx%d", ds->rows,
+                 ds->cols, t->m->name, t->m->in_h, t->m->in_w);
+        return -1;
+    }
+    double loss_sum = 0;
+    size_t correct = 0;
+    /* gather in chunks of the trainer's batch buffer (sequential order) */
+    uint32_t idx[256];
+    size_t chunk = (size_t)t->batch < 256 ? (size_t)t->batch : 256;
+    for (size_t off = 0; off < ds->n; off += chunk) {
+        size_t n = ds->n - off < chunk ? ds->n - off : chunk;
+        for (size_t i = 0; i < n; i++)
+            idx[i] = (uint32_t)(off + i);
+        dataset_gather(ds, idx, n, t->x, t->y);
+        double l;
+        size_t c;
+        cnn_engine_eval(t->engine, t->params, t->x, t->y, n, &l, &c);
+        loss_sum += l;
+        correct += c;
+    }
+    *loss_mean = ds->n ? loss_sum / (double)ds->n : 0;
+    *acc_percent = ds->n ? 100.0 * (double)correct / (double)ds->n : 0;
+    return 0;
+}

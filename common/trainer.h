@@ -1,0 +1,79 @@
+/* trainer.h - a worker's training loop, independent of where the weights live.
+ *
+ * Each step: pull the global weights from a parameter backend, compute the
+ * mean gradient of the next minibatch of this worker's part of the data, push
+ * it back.  workerd --standalone uses a backend that is one in-process shard
+ * holding the whole vector; a distributed worker uses one that talks to psd.
+ */
+#ifndef PSD_TRAINER_H
+#define PSD_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnn.h"
+#include "dataset.h"
+#include "shard.h"
+
+/* Where the global weights live.  Both calls return 0, or -1 with a message. */
+typedef struct param_backend {
+    void *ctx;
+    /* Fill params (nparams) with the current weights; *version gets their
+     * version. */
+    int (*pull)(void *ctx, float *params, uint64_t *version, char *err, size_t errlen);
+    /* Hand over grad (nparams), the mean over `samples` examples, computed at
+     * weights of `version` by this worker's step `step`. */
+    int (*push)(void *ctx, const float *grad, uint64_t version, long step, int samples,
+                char *err, size_t errlen);
+} param_backend;
+
+/* A backend that is one in-process shard covering the whole vector: pull
+ * copies its weights, push applies the optimizer. */
+param_backend trainer_local_backend(ps_shard *whole);
+
+typedef struct trainer {
+    const cnn_model *m;
+    cnn_engine *engine;
+    const dataset *train;
+    size_t lo, hi;     /* this worker's part of the training set */
+    int batch;
+    uint64_t seed;
+    param_backend be;
+    long step;         /* steps taken so far */
+    float *params;     /* (nparams) */
+    float *grad;       /* (nparams) */
+    float *x;          /* (batch, in) */
+    uint8_t *y;        /* (batch) */
+    uint32_t *order;   /* (hi - lo) */
+} trainer;
+
+typedef struct trainer_stats {
+    long steps;
+    size_t samples;
+    double loss_sum;   /* summed per-sample training loss */
+    size_t correct;    /* training argmax hits */
+    double seconds;    /* wall time of the steps */
+} trainer_stats;
+
+/* Set up a trainer for part `part` of `nparts` of train, in minibatches of
+ * `batch`.  Returns 0, or -1 with a message. */
+int trainer_init(trainer *t, const cnn_model *m, cnn_engine *engine, const dataset *train,
+                 int part, int nparts, int batch, uint64_t seed, param_backend be, char *err,
+                 size_t errlen);
+void trainer_free(trainer *t);
+
+/* One pass over this worker's part in the order given by (seed, epoch); the
+ * last minibatch may be smaller.  max_steps > 0 stops early after that many
+ * steps in total (t->step).  Returns 0, or -1 with the backend's message. */
+int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st, char *err,
+                      size_t errlen);
+
+/* Evaluate the current weights (pulled from the backend) on a dataset.
+ * Returns 0 or -1. */
+int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *acc_percent,
+                     char *err, size_t errlen);
+
+/* Seconds on a monotonic clock. */
+double trainer_now(void);
+
+#endif

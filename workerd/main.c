@@ -1,0 +1,363 @@
+/* workerd - the training worker.
+ *
+ * This build trains in one process (--standalone): the same trainer loop a
+ * distributed worker runs, against an in-process shard holding the whole
+ * parameter vector.  One line per epoch on stdout, key=value or JSON.
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn.h"
+#include "dataset.h"
+#include "kernels.h"
+#include "optim.h"
+#include "shard.h"
+#include "trainer.h"
+#include "util.h"
+
+#define EXIT_USAGE 2
+
+typedef struct workerd_opts {
+    int standalone;
+    const char *model;
+    const char *train_images, *train_labels, *test_images, *test_labels;
+    long epochs;
+    long max_steps;
+    long batch;
+    long threads;
+    unsigned long long seed;
+    optim_config opt;
+    long lr_step_epochs;
+    float warmup_epochs;
+    int json;
+    float mean, std;
+} workerd_opts;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: workerd --standalone --model NAME --train-images F --train-labels F\n"
+            "               [--test-images F --test-labels F] [options]\n"
+            "\n"
+            "Trains a CNN in this process, through the same code path a distributed\n"
+            "worker uses, and prints one line per epoch (key=value, or JSON with --json).\n"
+            "IDX files may be plain or gzip-compressed.\n"
+            "\n"
+            "  --standalone          train without a parameter server (required in this build)\n"
+            "  --model NAME          model: %s (default lenet)\n"
+            "  --train-images F      training images (IDX, magic 2051)\n"
+            "  --train-labels F      training labels (IDX, magic 2049)\n"
+            "  --test-images F       test images, evaluated after every epoch\n"
+            "  --test-labels F       test labels\n"
+            "  --epochs N            passes over the training set (default 1)\n"
+            "  --max-steps N         stop after N optimizer steps (default: no limit)\n"
+            "  --batch N             minibatch size (default 64)\n"
+            "  --lr X                learning rate (default 0.05)\n"
+            "  --momentum X          SGD momentum in [0,1) (default 0.9)\n"
+            "  --weight-decay X      L2 weight decay (default 0)\n"
+            "  --schedule S          constant | step | cosine over the whole run (default cosine)\n"
+            "  --lr-step-epochs N    step schedule: decay every N epochs (default 1)\n"
+            "  --lr-gamma X          step schedule: decay factor (default 0.1)\n"
+            "  --warmup-epochs X     ramp the learning rate up over X epochs (default 0)\n"
+            "  --threads N           threads splitting each minibatch (default 1)\n"
+            "  --seed S              seed of initialisation and shuffling (default 1)\n"
+            "  --mean X --std X      input normalisation (default 0.1307, 0.3081)\n"
+            "  --json                print JSON lines instead of key=value\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "Environment: PSD_SIMD=scalar|avx2|avx512|neon forces a kernel path.\n",
+            cnn_model_names());
+}
+
+enum {
+    OPT_STANDALONE = 256, OPT_MODEL, OPT_TRAIN_IMAGES, OPT_TRAIN_LABELS, OPT_TEST_IMAGES,
+    OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
+    OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
+    OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP
+};
+
+static const struct option long_opts[] = {
+    { "standalone", no_argument, NULL, OPT_STANDALONE },
+    { "model", required_argument, NULL, OPT_MODEL },
+    { "train-images", required_argument, NULL, OPT_TRAIN_IMAGES },
+    { "train-labels", required_argument, NULL, OPT_TRAIN_LABELS },
+    { "test-images", required_argument, NULL, OPT_TEST_IMAGES },
+    { "test-labels", required_argument, NULL, OPT_TEST_LABELS },
+    { "epochs", required_argument, NULL, OPT_EPOCHS },
+    { "max-steps", required_argument, NULL, OPT_MAX_STEPS },
+    { "batch", required_argument, NULL, OPT_BATCH },
+    { "lr", required_argument, NULL, OPT_LR },
+    { "momentum", required_argument, NULL, OPT_MOMENTUM },
+    { "weight-decay", required_argument, NULL, OPT_WD },
+    { "schedule", required_argument, NULL, OPT_SCHEDULE },
+    { "lr-step-epochs", required_argument, NULL, OPT_LR_STEP },
+    { "lr-gamma", required_argument, NULL, OPT_LR_GAMMA },
+    { "warmup-epochs", required_argument, NULL, OPT_WARMUP },
+    { "threads", required_argument, NULL, OPT_THREADS },
+    { "seed", required_argument, NULL, OPT_SEED },
+    { "mean", required_argument, NULL, OPT_MEAN },
+    { "std", required_argument, NULL, OPT_STD },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "placement", required_argument, NULL, OPT_PLACEMENT },
+    { "node", required_argument, NULL, OPT_NODE },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+static int bad_value(const char *opt, const char *val, const char *want)
+{
+    fprintf(stderr, "workerd: --%s '%s': expected %s\n", opt, val, want);
+    return -1;
+}
+
+/* Returns 0, 1 for --help, -1 for a usage error (message printed). */
+static int parse_args(int argc, char **argv, workerd_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->model = "lenet";
+    o->epochs = 1;
+    o->batch = 64;
+    o->threads = 1;
+    o->seed = 1;
+    o->lr_step_epochs = 1;
+    o->mean = DATASET_MNIST_MEAN;
+    o->std = DATASET_MNIST_STD;
+    optim_config_default(&o->opt);
+    o->opt.schedule = OPTIM_SCHED_COSINE; /* decays to 0 over the run */
+    int c, idx;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
+        const char *name = c >= 256 ? long_opts[idx].name : "";
+        switch (c) {
+        case 'h':
+            return 1;
+        case OPT_STANDALONE: o->standalone = 1; break;
+        case OPT_MODEL: o->model = optarg; break;
+        case OPT_TRAIN_IMAGES: o->train_images = optarg; break;
+        case OPT_TRAIN_LABELS: o->train_labels = optarg; break;
+        case OPT_TEST_IMAGES: o->test_images = optarg; break;
+        case OPT_TEST_LABELS: o->test_labels = optarg; break;
+        case OPT_JSON: o->json = 1; break;
+        case OPT_EPOCHS:
+            if (util_parse_long(optarg, 1, 1000000, &o->epochs))
+                return bad_value(name, optarg, "an integer >= 1");
+            break;
+        case OPT_MAX_STEPS:
+            if (util_parse_long(optarg, 1, 1L << 40, &o->max_steps))
+                return bad_value(name, optarg, "an integer >= 1");
+            break;
+        case OPT_BATCH:
+            if (util_parse_long(optarg, 1, 65536, &o->batch))
+                return bad_value(name, optarg, "an integer in 1..65536");
+            break;
+        case OPT_THREADS:
+            if (util_parse_long(optarg, 1, 64, &o->threads))
+                return bad_value(name, optarg, "an integer in 1..64");
+            break;
+        case OPT_LR_STEP:
+            if (util_parse_long(optarg, 1, 1000000, &o->lr_step_epochs))
+                return bad_value(name, optarg, "an integer >= 1");
+            break;
+        case OPT_SEED:
+            if (util_parse_u64(optarg, &o->seed))
+                return bad_value(name, optarg, "an unsigned integer");
+            break;
+        case OPT_LR:
+            if (util_parse_float(optarg, 1e-9f, 1e3f, &o->opt.lr))
+                return bad_value(name, optarg, "a number > 0");
+            break;
+        case OPT_MOMENTUM:
+            if (util_parse_float(optarg, 0.0f, 0.999999f, &o->opt.momentum))
+                return bad_value(name, optarg, "a number in [0, 1)");
+            break;
+        case OPT_WD:
+            if (util_parse_float(optarg, 0.0f, 1.0f, &o->opt.weight_decay))
+                return bad_value(name, optarg, "a number in [0, 1]");
+            break;
+        case OPT_LR_GAMMA:
+            if (util_parse_float(optarg, 1e-9f, 1.0f, &o->opt.gamma))
+                return bad_value(name, optarg, "a number in (0, 1]");
+            break;
+        case OPT_WARMUP:
+            if (util_parse_float(optarg, 0.0f, 1e6f, &o->warmup_epochs))
+                return bad_value(name, optarg, "a number >= 0");
+            break;
+        case OPT_MEAN:
+            if (util_parse_float(optarg, -1e6f, 1e6f, &o->mean))
+                return bad_value(name, optarg, "a number");
+            break;
+        case OPT_STD:
+            if (util_parse_float(optarg, 1e-9f, 1e6f, &o->std))
+                return bad_value(name, optarg, "a number > 0");
+            break;
+        case OPT_SCHEDULE: {
+            int s = optim_schedule_from_name(optarg);
+            if (s < 0)
+                return bad_value(name, optarg, "constant, step or cosine");
+            o->opt.schedule = (optim_schedule)s;
+            break;
+        }
+        case OPT_PLACEMENT:
+        case OPT_NODE:
+            fprintf(stderr, "workerd: --%s: distributed training is not in this build yet; "
+                            "use --standalone\n", name);
+            return -1;
+        case '?':
+        default:
+            fprintf(stderr, "workerd: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "workerd: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!o->standalone) {
+        fprintf(stderr, "workerd: this build trains only with --standalone "
+                        "(distributed training with --placement is not built yet)\n");
+        return -1;
+    }
+    if (!o->train_images || !o->train_labels) {
+        fprintf(stderr, "workerd: --train-images and --train-labels are required\n");
+        return -1;
+    }
+    if (!o->test_images != !o->test_labels) {
+        fprintf(stderr, "workerd: --test-images and --test-labels go together\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *st, float lr,
+                        int have_test, double test_loss, double test_acc)
+{
+    double sps = st->seconds > 0 ? (double)st->samples / st->seconds : 0;
+    double loss = st->samples ? st->loss_sum / (double)st->samples : 0;
+    double train_acc = st->samples ? 100.0 * (double)st->correct / (double)st->samples : 0;
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "epoch", (double)epoch);
+        cJSON_AddNumberToObject(j, "steps", (double)st->steps);
+        cJSON_AddNumberToObject(j, "samples", (double)st->samples);
+        cJSON_AddNumberToObject(j, "time_s", st->seconds);
+        cJSON_AddNumberToObject(j, "samples/s", sps);
+        cJSON_AddNumberToObject(j, "lr", lr);
+        cJSON_AddNumberToObject(j, "loss", loss);
+        cJSON_AddNumberToObject(j, "train_acc", train_acc);
+        if (have_test) {
+            cJSON_AddNumberToObject(j, "test_loss", test_loss);
+            cJSON_AddNumberToObject(j, "test_acc", test_acc);
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("epoch=%ld steps=%ld samples=%zu time_s=%.3f samples/s=%.1f lr=%g loss=%.4f "
+               "train_acc=%.2f",
+               epoch, st->steps, st->samples, st->seconds, sps, (double)lr, loss, train_acc);
+        if (have_test)
+            printf(" test_loss=%.4f test_acc=%.2f", test_loss, test_acc);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    workerd_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc == 1) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "workerd: try 'workerd --help'\n");
+        return EXIT_USAGE;
+    }
+
+    char err[512];
+    if (kern_init(err, sizeof(err)) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        return EXIT_USAGE;
+    }
+    const kern_ops *k = kern_active();
+    cnn_model m;
+    if (cnn_model_init(&m, o.model, err, sizeof(err)) != 0) {
+        fprintf(stderr, "workerd: --model: %s\n", err);
+        return EXIT_USAGE;
+    }
+
+    dataset train, test;
+    memset(&test, 0, sizeof(test));
+    if (dataset_load(&train, o.train_images, o.train_labels, o.mean, o.std, err,
+                     sizeof(err)) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        return 1;
+    }
+    int have_test = o.test_images != NULL;
+    if (have_test && dataset_load(&test, o.test_images, o.test_labels, o.mean, o.std, err,
+                                  sizeof(err)) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        dataset_free(&train);
+        return 1;
+    }
+
+    long steps_per_epoch = (long)((train.n + (size_t)o.batch - 1) / (size_t)o.batch);
+    o.opt.step_size = o.lr_step_epochs * steps_per_epoch;
+    o.opt.warmup_steps = (long)(o.warmup_epochs * (float)steps_per_epoch + 0.5f);
+    o.opt.total_steps = o.max_steps > 0 && o.max_steps < o.epochs * steps_per_epoch
+                            ? o.max_steps
+                            : o.epochs * steps_per_epoch;
+
+    int exit_code = 1;
+    ps_shard whole;
+    trainer tr;
+    cnn_engine *engine = NULL;
+    memset(&tr, 0, sizeof(tr));
+    memset(&whole, 0, sizeof(whole));
+    if (ps_shard_init(&whole, &m, k, &o.opt, o.seed, 0, m.nparams, err, sizeof(err)) != 0)
+        goto out;
+    engine = cnn_engine_new(&m, k, (int)o.threads, (int)o.batch, err, sizeof(err));
+    if (!engine)
+        goto out;
+    if (trainer_init(&tr, &m, engine, &train, 0, 1, (int)o.batch, o.seed,
+                     trainer_local_backend(&whole), err, sizeof(err)) != 0)
+        goto out;
+
+    fprintf(stderr,
+            "workerd: standalone model=%s params=%zu simd=%s threads=%ld batch=%ld lr=%g "
+            "momentum=%g schedule=%s train=%zu test=%zu\n",
+            m.name, m.nparams, k->name, o.threads, o.batch, (double)o.opt.lr,
+            (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), train.n, test.n);
+
+    for (long epoch = 1; epoch <= o.epochs; epoch++) {
+        if (o.max_steps > 0 && tr.step >= o.max_steps)
+            break;
+        float lr = optim_lr_at(&o.opt, tr.step);
+        trainer_stats st;
+        if (trainer_run_epoch(&tr, epoch, o.max_steps, &st, err, sizeof(err)) != 0)
+            goto out;
+        double test_loss = 0, test_acc = 0;
+        if (have_test &&
+            trainer_evaluate(&tr, &test, &test_loss, &test_acc, err, sizeof(err)) != 0)
+            goto out;
+        print_epoch(&o, epoch, &st, lr, have_test, test_loss, test_acc);
+    }
+    exit_code = 0;
+out:
+    if (exit_code != 0)
+        fprintf(stderr, "workerd: %s\n", err);
+    trainer_free(&tr);
+    cnn_engine_free(engine);
+    ps_shard_free(&whole);
+    dataset_free(&train);
+    if (have_test)
+        dataset_free(&test);
+    return exit_code;
+}
