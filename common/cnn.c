@@ -315,28 +315,14 @@ void conv2d_backward(const kern_ops *k, const float *dy, int c, int n, int h, in
     }
 }
 
-void maxpool_forward(const float *restrict x, int p, int h, int w, int k, float *restrict y,
-                     int32_t *restrict arg)
+/* One max-pool over p planes; inlined with k a constant for the common
+ * window sizes so the window loops unroll.  Ties go to the first element in
+ * row-major order. */
+static inline __attribute__((always_inline)) void
+maxpool_forward_k(const float *restrict x, int p, int h, int w, const int k,
+                  float *restrict y, int32_t *restrict arg)
 {
     int oh = h / k, ow = w / k;
-    if (k == 2) { /* the common case, unrolled */
-        for (int pi = 0; pi < p; pi++) {
-            const float *plane = x + (size_t)pi * h * w;
-            for (int i = 0; i < oh; i++) {
-                const float *r0 = plane + (size_t)(2 * i) * w, *r1 = r0 + w;
-                int base = 2 * i * w;
-                for (int j = 0; j < ow; j++) {
-                    float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
-                    int ia = base + 2 * j, ib = ia + 1, ic = ia + w, id = ic + 1;
-                    float m0 = b > a ? b : a, m1 = d > c ? d : c;
-                    int i0 = b > a ? ib : ia, i1 = d > c ? id : ic;
-                    *y++ = m1 > m0 ? m1 : m0;
-                    *arg++ = m1 > m0 ? i1 : i0;
-                }
-            }
-        }
-        return;
-    }
     for (int pi = 0; pi < p; pi++) {
         const float *plane = x + (size_t)pi * h * w;
         for (int i = 0; i < oh; i++)
@@ -355,6 +341,17 @@ void maxpool_forward(const float *restrict x, int p, int h, int w, int k, float 
                 *arg++ = best;
             }
     }
+}
+
+void maxpool_forward(const float *restrict x, int p, int h, int w, int k, float *restrict y,
+                     int32_t *restrict arg)
+{
+    if (k == 2)
+        maxpool_forward_k(x, p, h, w, 2, y, arg);
+    else if (k == 3)
+        maxpool_forward_k(x, p, h, w, 3, y, arg);
+    else
+        maxpool_forward_k(x, p, h, w, k, y, arg);
 }
 
 void maxpool_backward(const float *restrict dy, const int32_t *restrict arg, int p, int h,
