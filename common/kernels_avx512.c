@@ -7,6 +7,10 @@
  * AVX-512 packing routines that transpose 16x16 blocks in registers.  Row and
  * column tails use one specialised kernel per row count and masked C
  * accesses, so no flops are spent on rows past m.
+ *
+ * For C = A B^T with a deep k (the CNN's weight gradients), a 4x5 tile of
+ * dot products reads both k-contiguous operands in place: no transposing
+ * packs and no lanes wasted on a narrow C (n = 25 or 10).
  */
 #include <immintrin.h>
 
@@ -305,6 +309,10 @@ static void a5_dot(int rows, int cols, int kc, const float *restrict a, int lda,
     a5_dot_tab[rows - 1][cols - 1](kc, a, lda, b, ldb, c, ldc, acc);
 }
 
+/* Zen 4 (32 KiB L1d, 1 MiB L2): kc 128 keeps a B micro-panel (128 x 32
+ * floats, 16 KiB) in L1 while the A block (up to 504 x 128, 252 KiB) is
+ * streamed from L2; nc 512 lets B be packed in long row runs.  The dot
+ * path keeps five B rows of 1024 k (20 KiB) in L1. */
 static const kern_gemm_arch a5_gemm_arch = {
     .mr = A5_MR,
     .nr = A5_NR,
@@ -370,12 +378,14 @@ static void a5_axpy(float *restrict y, const float *restrict x, float a, size_t 
     const __m512 va = _mm512_set1_ps(a);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(y + i,
+                         _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
         _mm512_storeu_ps(y + i + 16, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i + 16),
                                                      _mm512_loadu_ps(y + i + 16)));
     }
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(y + i,
+                         _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * x[i];
 }
@@ -426,6 +436,8 @@ static double a5_fma_peak(long iters)
     return (double)iters * 12 * 16 * 2;
 }
 
+/* This path's table; kern_find(KERN_PATH_AVX512) returns it when the CPU (and OS)
+ * can run it. */
 const kern_ops kern_avx512_ops = {
     .name = "avx512",
     .path = KERN_PATH_AVX512,

@@ -18,6 +18,10 @@
  * cases.  Packed buffers are 64-byte aligned, per thread, grown on demand and
  * freed at thread exit, so concurrent calls from several threads are safe.
  *
+ * C = A B^T (ta == 0, tb == 1) with k >= dot_min_k takes the arch's dot
+ * path instead when it has one (see kern_gemm_arch.dot).  When beta is
+ * neither 0 nor 1, C is scaled first and then accumulated into.
+ *
  * Each SIMD file supplies a kern_gemm_arch (its micro-kernel, packing
  * routines and block sizes) and calls kern_gemm_run().
  */

@@ -124,6 +124,7 @@ static double gen_fma_peak(long iters)
     return (double)iters * 8 * 2;
 }
 
+/* The reference table (declared in kernels.h). */
 const kern_ops kern_generic_ops = {
     .name = "scalar",
     .path = KERN_PATH_SCALAR,

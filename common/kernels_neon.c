@@ -260,6 +260,8 @@ static double ne_fma_peak(long iters)
     return (double)iters * 12 * 4 * 2;
 }
 
+/* This path's table; kern_find(KERN_PATH_NEON) returns it when the CPU (and OS)
+ * can run it. */
 const kern_ops kern_neon_ops = {
     .name = "neon",
     .path = KERN_PATH_NEON,

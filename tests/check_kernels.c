@@ -442,7 +442,8 @@ END_TEST
 
 /* ------------------------------------------------------------ element-wise */
 
-static const size_t ew_lengths[] = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 4099};
+static const size_t ew_lengths[] = {0,  1,  3,  4,  5,  7,  8,    9,   15, 16,
+                                    17, 31, 32, 33, 63, 64, 65, 1000, 4099};
 
 /* x (n) with specials mixed in: NaN, infinities, signed zeros, denormals. */
 static void fill_specials(rng *r, float *x, size_t n)
@@ -479,7 +480,8 @@ START_TEST(test_simd_relu)
             /* the reference itself: max(x, 0) with NaN -> 0 */
             for (size_t i = 0; i < n; i++) {
                 float v = x[off + i];
-                EXPECT(same_float(y[off + i], v > 0.0f ? v : 0.0f), "generic relu_forward at %zu", i);
+                EXPECT(same_float(y[off + i], v > 0.0f ? v : 0.0f), "generic relu_forward at %zu",
+                       i);
             }
             for (int t = 0; t < nt; t++) {
                 memcpy(fx, x, (n + off) * sizeof(float));
