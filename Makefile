@@ -31,16 +31,16 @@ endif
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
             -pthread -Icommon -Iproto $(SANFLAGS)
 # CI (CI=true) builds with -Werror.
 ifeq ($(CI),true)
   WERROR ?= 1
 endif
 ifeq ($(WERROR),1)
-  CFLAGS += -Werror
+  override CFLAGS += -Werror
 endif
-LDFLAGS  += -pthread $(SANFLAGS)
+override LDFLAGS += -pthread $(SANFLAGS)
 
 # Libraries: from pkg-config natively; by name when cross-compiling (Debian
 # multiarch puts the arm64 libraries where the cross compiler looks).
@@ -57,7 +57,7 @@ else
   LIB_CHECK   := -lcheck -lsubunit -lrt -lm
   LIB_Z       := -lz
 endif
-CFLAGS += $(PKGS_CFLAGS)
+override CFLAGS += $(PKGS_CFLAGS)
 LIBS_BASE := $(LIB_Z) -lm
 
 # ---------------------------------------------------------------- sources
@@ -73,11 +73,11 @@ endif
 PROTO_SRC  := $(wildcard proto/*.c)
 
 # Per-file instruction-set flags: the only files allowed to use them.
-$(BUILD)/common/kernels_avx2.o:   CFLAGS += -O3 -mavx2 -mfma
-$(BUILD)/common/kernels_avx512.o: CFLAGS += -O3 -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
-$(BUILD)/common/kernels_neon.o:   CFLAGS += -O3
-$(BUILD)/common/kernels_generic.o: CFLAGS += -O3
-$(BUILD)/common/cnn.o: CFLAGS += -O3
+$(BUILD)/common/kernels_avx2.o: override CFLAGS += -O3 -mavx2 -mfma
+$(BUILD)/common/kernels_avx512.o: override CFLAGS += -O3 -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
+$(BUILD)/common/kernels_neon.o: override CFLAGS += -O3
+$(BUILD)/common/kernels_generic.o: override CFLAGS += -O3
+$(BUILD)/common/cnn.o: override CFLAGS += -O3
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
@@ -123,7 +123,7 @@ $(BUILD)/tests/suites.h: $(TEST_SRC) Makefile
 	@for f in $(TEST_SRC); do n=$$(basename $$f .c); echo "SUITE($${n#check_})"; done > $@.tmp
 	@mv $@.tmp $@
 
-$(BUILD)/tests/check_main.o: CFLAGS += -I$(BUILD)/tests
+$(BUILD)/tests/check_main.o: override CFLAGS += -I$(BUILD)/tests
 $(BUILD)/tests/check_main.o: $(BUILD)/tests/suites.h
 
 TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELPER_SRC:%.c=$(BUILD)/%.o)

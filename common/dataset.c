@@ -205,3 +205,58 @@ void dataset_gather(const dataset *ds, const uint32_t *idx, size_t count,
             y[k] = ds->labels[e];
     }
 }
+
+void dataset_shift_pick(uint64_t seed, uint64_t epoch, uint32_t index, int max_shift,
+                        int *dx, int *dy)
+{
+    uint64_t span = 2 * (uint64_t)max_shift + 1;
+    uint64_t r = rng_splitmix64(rng_splitmix64(seed ^ 0x5348494654ULL) + epoch);
+    r = rng_splitmix64(r ^ ((uint64_t)index * 0x9e3779b97f4a7c15ULL));
+    *dx = (int)((r & 0xffffffffu) % span) - max_shift;
+    *dy = (int)((r >> 32) % span) - max_shift;
+}
+
+void dataset_shift_image(const dataset *ds, float *x, int dx, int dy)
+{
+    int h = ds->rows, w = ds->cols;
+    float bg = ds->lut[0];
+    if (dx == 0 && dy == 0)
+        return;
+    /* move rows in the order that never overwrites a source not yet read */
+    int y0 = dy > 0 ? h - 1 : 0, y1 = dy > 0 ? -1 : h, ystep = dy > 0 ? -1 : 1;
+    for (int y = y0; y != y1; y += ystep) {
+        float *dst = x + (size_t)y * w;
+        int sy = y - dy;
+        if (sy < 0 || sy >= h) {
+            for (int i = 0; i < w; i++)
+                dst[i] = bg;
+            continue;
+        }
+        const float *src = x + (size_t)sy * w;
+        /* memmove handles the overlap when dy == 0 */
+        if (dx >= 0) {
+            int n = dx < w ? w - dx : 0;
+            memmove(dst + (w - n), src, (size_t)n * sizeof(float));
+            for (int i = 0; i < w - n; i++)
+                dst[i] = bg;
+        } else {
+            int n = -dx < w ? w + dx : 0;
+            memmove(dst, src + (w - n), (size_t)n * sizeof(float));
+            for (int i = n; i < w; i++)
+                dst[i] = bg;
+        }
+    }
+}
+
+void dataset_augment_shift(const dataset *ds, float *x, const uint32_t *idx, size_t count,
+                           int max_shift, uint64_t seed, uint64_t epoch)
+{
+    if (max_shift <= 0)
+        return;
+    size_t per = (size_t)ds->rows * (size_t)ds->cols;
+    for (size_t k = 0; k < count; k++) {
+        int dx, dy;
+        dataset_shift_pick(seed, epoch, idx[k], max_shift, &dx, &dy);
+        dataset_shift_image(ds, x + k * per, dx, dy);
+    }
+}

@@ -50,4 +50,21 @@ void dataset_shuffle(uint32_t *order, size_t count, size_t lo, uint64_t seed, ui
 void dataset_gather(const dataset *ds, const uint32_t *idx, size_t count,
                     float *x, uint8_t *y);
 
+/* The shift (dx, dy), each in [-max_shift, max_shift], that augmentation
+ * gives example `index` in epoch `epoch`: a function of (seed, epoch, index)
+ * only, so it does not depend on how the data is batched or partitioned. */
+void dataset_shift_pick(uint64_t seed, uint64_t epoch, uint32_t index, int max_shift,
+                        int *dx, int *dy);
+
+/* Translate one gathered image x (rows, cols) in place by (dx, dy) pixels
+ * (positive: right, down), filling the uncovered border with the
+ * normalised value of a black pixel. */
+void dataset_shift_image(const dataset *ds, float *x, int dx, int dy);
+
+/* Random-shift augmentation of a gathered minibatch: x (count, rows*cols)
+ * holds examples idx[0..count); each is shifted by dataset_shift_pick().
+ * max_shift 0 leaves x unchanged. */
+void dataset_augment_shift(const dataset *ds, float *x, const uint32_t *idx, size_t count,
+                           int max_shift, uint64_t seed, uint64_t epoch);
+
 #endif

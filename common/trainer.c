@@ -104,6 +104,8 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) != 0)
             return -1;
         dataset_gather(t->train, t->order + off, (size_t)n, t->x, t->y);
+        dataset_augment_shift(t->train, t->x, t->order + off, (size_t)n, t->augment_shift,
+                              t->seed, (uint64_t)epoch);
         double loss;
         int correct;
         cnn_engine_grad(t->engine, t->params, t->x, t->y, n, t->grad, &loss, &correct);

@@ -45,6 +45,8 @@ typedef struct trainer {
     float *x;          /* (batch, in) */
     uint8_t *y;        /* (batch) */
     uint32_t *order;   /* (hi - lo) */
+    int augment_shift; /* random shifts of up to this many pixels (0: none);
+                        * set after trainer_init */
 } trainer;
 
 typedef struct trainer_stats {

@@ -633,6 +633,59 @@ START_TEST(test_fashion_mnist)
 }
 END_TEST
 
+/* Shift augmentation: a known image moves by exactly (dx, dy) with a black
+ * border; picks are deterministic, bounded, use every offset, and vary by
+ * epoch; max_shift 0 changes nothing. */
+START_TEST(test_augment_shift)
+{
+    enum { H = 6, W = 5 };
+    uint8_t px[H * W], lb[1] = { 0 };
+    for (int i = 0; i < H * W; i++)
+        px[i] = (uint8_t)(10 + i);
+    dataset ds;
+    char err[256];
+    ck_assert_int_eq(dataset_from_memory(&ds, px, lb, 1, H, W, 0.0f, 1.0f, err, sizeof(err)), 0);
+    uint32_t idx0 = 0;
+    for (int dy = -3; dy <= 3; dy++)
+        for (int dx = -3; dx <= 3; dx++) {
+            float x[H * W];
+            dataset_gather(&ds, &idx0, 1, x, NULL);
+            dataset_shift_image(&ds, x, dx, dy);
+            for (int y = 0; y < H; y++)
+                for (int c = 0; c < W; c++) {
+                    int sy = y - dy, sx = c - dx;
+                    float want = (sy >= 0 && sy < H && sx >= 0 && sx < W) ? ds.lut[px[sy * W + sx]]
+                                                                          : ds.lut[0];
+                    if (x[y * W + c] != want)
+                        ck_abort_msg("shift (%d,%d): pixel (%d,%d) is %g, want %g", dx, dy, y, c,
+                                     (double)x[y * W + c], (double)want);
+                }
+        }
+    int seen[5][5] = { { 0 } }, differ = 0;
+    for (uint32_t i = 0; i < 2000; i++) {
+        int dx, dy, dx2, dy2, dx3, dy3;
+        dataset_shift_pick(7, 1, i, 2, &dx, &dy);
+        dataset_shift_pick(7, 1, i, 2, &dx2, &dy2);
+        dataset_shift_pick(7, 2, i, 2, &dx3, &dy3);
+        ck_assert(dx == dx2 && dy == dy2);
+        ck_assert(dx >= -2 && dx <= 2 && dy >= -2 && dy <= 2);
+        seen[dy + 2][dx + 2]++;
+        differ += dx != dx3 || dy != dy3;
+    }
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 5; b++)
+            ck_assert_msg(seen[a][b] > 40, "offset (%d,%d) picked %d times of 2000", b - 2, a - 2,
+                          seen[a][b]);
+    ck_assert_int_gt(differ, 1500);
+    float x[H * W], y[H * W];
+    dataset_gather(&ds, &idx0, 1, x, NULL);
+    memcpy(y, x, sizeof(x));
+    dataset_augment_shift(&ds, x, &idx0, 1, 0, 7, 1);
+    ck_assert_mem_eq(x, y, sizeof(x));
+    dataset_free(&ds);
+}
+END_TEST
+
 Suite *dataset_suite(void)
 {
     Suite *s = suite_create("dataset");
@@ -654,6 +707,7 @@ Suite *dataset_suite(void)
     tcase_add_test(tp, test_shuffle_deterministic_and_varied);
     tcase_add_test(tp, test_shuffle_uniform);
     tcase_add_test(tp, test_gather_normalises);
+    tcase_add_test(tp, test_augment_shift);
     suite_add_tcase(s, tp);
 
     TCase *ts = tcase_create("synth");

@@ -32,6 +32,7 @@ typedef struct workerd_opts {
     optim_config opt;
     long lr_step_epochs;
     float warmup_epochs;
+    long augment_shift;
     int json;
     float mean, std;
 } workerd_opts;
@@ -62,6 +63,8 @@ static void usage(FILE *f)
             "  --lr-step-epochs N    step schedule: decay every N epochs (default 1)\n"
             "  --lr-gamma X          step schedule: decay factor (default 0.1)\n"
             "  --warmup-epochs X     ramp the learning rate up over X epochs (default 0)\n"
+            "  --augment-shift N     shift each training image by up to N pixels, a new\n"
+            "                        random shift every epoch (default 0: no augmentation)\n"
             "  --threads N           threads splitting each minibatch (default 1)\n"
             "  --seed S              seed of initialisation and shuffling (default 1)\n"
             "  --mean X --std X      input normalisation (default 0.1307, 0.3081)\n"
@@ -76,7 +79,7 @@ enum {
     OPT_STANDALONE = 256, OPT_MODEL, OPT_TRAIN_IMAGES, OPT_TRAIN_LABELS, OPT_TEST_IMAGES,
     OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
     OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
-    OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP
+    OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT
 };
 
 static const struct option long_opts[] = {
@@ -96,6 +99,7 @@ static const struct option long_opts[] = {
     { "lr-step-epochs", required_argument, NULL, OPT_LR_STEP },
     { "lr-gamma", required_argument, NULL, OPT_LR_GAMMA },
     { "warmup-epochs", required_argument, NULL, OPT_WARMUP },
+    { "augment-shift", required_argument, NULL, OPT_AUGMENT },
     { "threads", required_argument, NULL, OPT_THREADS },
     { "seed", required_argument, NULL, OPT_SEED },
     { "mean", required_argument, NULL, OPT_MEAN },
@@ -180,6 +184,10 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
         case OPT_LR_GAMMA:
             if (util_parse_float(optarg, 1e-9f, 1.0f, &o->opt.gamma))
                 return bad_value(name, optarg, "a number in (0, 1]");
+            break;
+        case OPT_AUGMENT:
+            if (util_parse_long(optarg, 0, 8, &o->augment_shift))
+                return bad_value(name, optarg, "an integer in 0..8");
             break;
         case OPT_WARMUP:
             if (util_parse_float(optarg, 0.0f, 1e6f, &o->warmup_epochs))
@@ -329,12 +337,14 @@ int main(int argc, char **argv)
     if (trainer_init(&tr, &m, engine, &train, 0, 1, (int)o.batch, o.seed,
                      trainer_local_backend(&whole), err, sizeof(err)) != 0)
         goto out;
+    tr.augment_shift = (int)o.augment_shift;
 
     fprintf(stderr,
             "workerd: standalone model=%s params=%zu simd=%s threads=%ld batch=%ld lr=%g "
-            "momentum=%g schedule=%s train=%zu test=%zu\n",
+            "momentum=%g schedule=%s augment_shift=%ld train=%zu test=%zu\n",
             m.name, m.nparams, k->name, o.threads, o.batch, (double)o.opt.lr,
-            (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), train.n, test.n);
+            (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), o.augment_shift, train.n,
+            test.n);
 
     for (long epoch = 1; epoch <= o.epochs; epoch++) {
         if (o.max_steps > 0 && tr.step >= o.max_steps)
