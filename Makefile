@@ -32,7 +32,7 @@ endif
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
-            -pthread -Icommon -Iproto $(SANFLAGS)
+            -pthread -Icommon -Iproto -Ipsd $(SANFLAGS)
 # CI (CI=true) builds with -Werror.
 ifeq ($(CI),true)
   WERROR ?= 1
@@ -84,6 +84,7 @@ PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
 
 WORKERD_SRC := $(wildcard workerd/*.c)
 PSD_SRC     := $(wildcard psd/*.c)
+PSCTL_SRC   := $(wildcard psd/ctl/*.c)
 TEST_SRC    := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
 TEST_HELPER_SRC := $(filter-out tests/check_%.c,$(wildcard tests/*.c))
 BENCH_SRC   := $(wildcard bench/*.c)
@@ -94,6 +95,9 @@ ifneq ($(WORKERD_SRC),)
 endif
 ifneq ($(PSD_SRC),)
   PROGRAMS += $(BIN)/psd
+endif
+ifneq ($(PSCTL_SRC),)
+  PROGRAMS += $(BIN)/psctl
 endif
 
 .PHONY: all test test-native bench test-arm64 deps deps-bench clean
@@ -115,6 +119,10 @@ $(BIN)/psd: $(PSD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
 
+$(BIN)/psctl: $(PSCTL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+
 # ---------------------------------------------------------------- tests
 # Every tests/check_<name>.c defines `Suite *<name>_suite(void)`; the runner's
 # list of suites is generated from the file names.
@@ -126,7 +134,11 @@ $(BUILD)/tests/suites.h: $(TEST_SRC) Makefile
 $(BUILD)/tests/check_main.o: override CFLAGS += -I$(BUILD)/tests
 $(BUILD)/tests/check_main.o: $(BUILD)/tests/suites.h
 
-TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELPER_SRC:%.c=$(BUILD)/%.o)
+# The daemons' code except their main() is linked into the test runner too,
+# so tests can call e.g. psd's checkpoint codec directly.
+PSD_LIB_OBJ := $(filter-out $(BUILD)/psd/main.o,$(PSD_SRC:%.c=$(BUILD)/%.o))
+TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELPER_SRC:%.c=$(BUILD)/%.o) \
+            $(PSD_LIB_OBJ)
 
 $(BUILD)/tests/check_all: $(TEST_OBJ) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
@@ -160,7 +172,7 @@ test-arm64:
 # Fashion-MNIST; it says which.
 MNIST_DIRS := data/mnist ../shared/data/mnist
 FASHION_DIR := /usr/share/datasets/fashion-mnist
-TRAIN_ARGS ?= --model lenet --epochs 3 --batch 64 --lr 0.05 --threads $(shell nproc 2>/dev/null || echo 1)
+TRAIN_ARGS ?= --model lenet --epochs 3 --batch 64 --lr 0.05 --augment-shift 2 --threads $(shell nproc 2>/dev/null || echo 1)
 .PHONY: train
 train: $(BIN)/workerd
 	@set -e; d=""; for c in $(MNIST_DIRS); do \
@@ -176,7 +188,8 @@ train: $(BIN)/workerd
 	  --test-images $$d/$$ti-images-idx3-ubyte.gz --test-labels $$d/$$ti-labels-idx1-ubyte.gz
 
 # ---------------------------------------------------------------- bench
-bench: deps-bench $(PROGRAMS) $(BIN)/bench_cnn
+BENCH_PROGRAMS := $(patsubst bench/%.c,$(BIN)/%,$(BENCH_SRC))
+bench: deps-bench $(PROGRAMS) $(BENCH_PROGRAMS)
 	bench/run.sh $(BIN)
 
 $(BIN)/bench_%: $(BUILD)/bench/bench_%.o $(BUILD)/libcommon.a

@@ -1,0 +1,122 @@
+/* main.c - psd's command line: parse, load the placement, run the shard.
+ *
+ * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for a usage error,
+ * 1 for any other failure (bad placement, bad checkpoint, cannot listen).
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "placement.h"
+#include "psd.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: psd --placement FILE [--node ID] [--state-dir DIR] [--fresh] [--verbose]\n"
+            "\n"
+            "Serve one shard of the model's parameters (docs/protocol.md).\n"
+            "\n"
+            "  --placement FILE  the placement file (docs/placement.md); required\n"
+            "  --node ID         this daemon's ps node in FILE (default: the host name)\n"
+            "  --state-dir DIR   where checkpoints are written and resumed from\n"
+            "                    (default: the current directory; created if missing)\n"
+            "  --fresh           ignore an existing checkpoint and start from the job's seed\n"
+            "                    (the next checkpoint replaces it)\n"
+            "  --verbose         also log DEBUG lines\n"
+            "  -h, --help        this text\n"
+            "\n"
+            "Checkpoints go to DIR/shard<N>.ckpt every job.checkpoint_interval_s seconds,\n"
+            "on a CHECKPOINT request and on SIGTERM/SIGINT (then psd exits 0).  A corrupt\n"
+            "or foreign checkpoint stops psd (exit 1) unless --fresh is given.\n"
+            "Exit status: 0 clean stop, 1 runtime error, 2 usage error.\n");
+}
+
+enum { OPT_PLACEMENT = 256, OPT_NODE, OPT_STATE_DIR, OPT_FRESH, OPT_VERBOSE };
+
+static const struct option long_opts[] = {
+    {"placement", required_argument, NULL, OPT_PLACEMENT},
+    {"node", required_argument, NULL, OPT_NODE},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"fresh", no_argument, NULL, OPT_FRESH},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+int main(int argc, char **argv)
+{
+    const char *placement_path = NULL, *node = NULL, *state_dir = ".";
+    int fresh = 0, verbose = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case OPT_PLACEMENT: placement_path = optarg; break;
+        case OPT_NODE: node = optarg; break;
+        case OPT_STATE_DIR: state_dir = optarg; break;
+        case OPT_FRESH: fresh = 1; break;
+        case OPT_VERBOSE: verbose = 1; break;
+        case ':':
+            fprintf(stderr, "psd: %s needs a value\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        default:
+            fprintf(stderr, "psd: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "psd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!placement_path) {
+        fprintf(stderr, "psd: --placement FILE is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (node && !*node) {
+        fprintf(stderr, "psd: --node: empty id\n");
+        return 2;
+    }
+    if (!*state_dir) {
+        fprintf(stderr, "psd: --state-dir: empty path\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char err[1024];
+    if (kern_init(err, sizeof err) != 0) {
+        fprintf(stderr, "psd: %s\n", err);
+        return 1;
+    }
+    placement pl;
+    const placement_node *me;
+    if (placement_load(placement_path, &pl, err, sizeof err) != 0) {
+        fprintf(stderr, "psd: %s\n", err);
+        return 1;
+    }
+    if (placement_node_select(&pl, node, PLACEMENT_ROLE_PS, &me, err, sizeof err) != 0) {
+        fprintf(stderr, "psd: %s\n", err);
+        placement_free(&pl);
+        return 1;
+    }
+    cnn_model model;
+    if (placement_model_init(&pl, &model, err, sizeof err) != 0) {
+        fprintf(stderr, "psd: %s\n", err);
+        placement_free(&pl);
+        return 1;
+    }
+    psd_config cfg = {
+        .pl = &pl, .me = me, .model = &model, .state_dir = state_dir,
+        .fresh = fresh, .verbose = verbose,
+    };
+    int rc = psd_server_run(&cfg);
+    placement_free(&pl);
+    return rc;
+}

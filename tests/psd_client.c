@@ -1,0 +1,288 @@
+/* psd_client.c - see psd_client.h. */
+#include "psd_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static void psc_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int psc_connect(psd_client *c, int port, int wait_ms, int timeout_ms)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->next_req = 1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int waited = 0;; waited += 20) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return PSC_ERR_IO;
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            c->fd = fd;
+            return 0;
+        }
+        close(fd);
+        if (waited >= wait_ms)
+            return PSC_ERR_IO;
+        psc_sleep_ms(20);
+    }
+}
+
+void psc_close(psd_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->frame);
+    c->frame = NULL;
+}
+
+int psc_send_raw(psd_client *c, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return PSC_ERR_IO;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_exact(int fd, uint8_t *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, p + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            return PSC_ERR_EOF;
+        if (r < 0)
+            return PSC_ERR_IO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int psc_recv(psd_client *c, proto_frame *f)
+{
+    free(c->frame);
+    c->frame = NULL;
+    uint8_t pre[4];
+    int rc = read_exact(c->fd, pre, 4);
+    if (rc)
+        return rc;
+    uint32_t len = proto_get_be32(pre);
+    if (len < PROTO_HEADER_SIZE || len > PROTO_MAX_FRAME)
+        return PROTO_ERR_BAD_FRAME;
+    c->frame = malloc(4 + (size_t)len);
+    if (!c->frame)
+        return PSC_ERR_IO;
+    memcpy(c->frame, pre, 4);
+    rc = read_exact(c->fd, c->frame + 4, len);
+    if (rc)
+        return rc;
+    int n = proto_frame_parse(c->frame, 4 + (size_t)len, PROTO_MAX_FRAME, f);
+    return n > 0 ? 0 : (n == 0 ? PROTO_ERR_BAD_FRAME : n);
+}
+
+int psc_readable(psd_client *c, int ms)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    return poll(&p, 1, ms) > 0;
+}
+
+/* Receive a frame of type `type` into *f, or turn an ERROR into its code. */
+static int recv_type(psd_client *c, int type, proto_frame *f)
+{
+    int rc = psc_recv(c, f);
+    if (rc)
+        return rc;
+    if (f->hdr.type == PROTO_MSG_ERROR) {
+        if (proto_error_decode(f, &c->last_error) != 0)
+            return PSC_ERR_REPLY;
+        return c->last_error.code;
+    }
+    return f->hdr.type == type ? 0 : PSC_ERR_REPLY;
+}
+
+/* Encode with a proto encoder into a heap buffer and send it. */
+#define PSC_SEND(c, call)                                                                    \
+    do {                                                                                     \
+        uint8_t *buf_ = NULL;                                                                \
+        size_t cap_ = 0, len_ = 0;                                                           \
+        int rc_ = call;                                                                      \
+        if (rc_ != PROTO_ERR_NOSPACE)                                                        \
+            return PSC_ERR_IO;                                                               \
+        buf_ = malloc(len_);                                                                 \
+        cap_ = len_;                                                                         \
+        if (!buf_)                                                                           \
+            return PSC_ERR_IO;                                                               \
+        rc_ = call;                                                                          \
+        if (rc_ == 0)                                                                        \
+            rc_ = psc_send_raw(c, buf_, len_);                                               \
+        free(buf_);                                                                          \
+        if (rc_)                                                                             \
+            return PSC_ERR_IO;                                                               \
+    } while (0)
+
+int psc_hello(psd_client *c, int role, const char *node, const char *model, uint64_t nparams,
+              proto_welcome *w)
+{
+    proto_hello h = {0};
+    h.role = (uint8_t)role;
+    h.nparams = nparams;
+    strncpy(h.node_id, node, PROTO_NODE_ID_MAX);
+    strncpy(h.model, model, PROTO_MODEL_MAX);
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_hello_encode(&h, id, buf_, cap_, &len_));
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_WELCOME, &f);
+    if (rc)
+        return rc;
+    if (f.hdr.request_id != id)
+        return PSC_ERR_REPLY;
+    return proto_welcome_decode(&f, w) == 0 ? 0 : PSC_ERR_REPLY;
+}
+
+long psc_pull_send(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi)
+{
+    proto_pull p = {.min_version = min_version, .lo = lo, .hi = hi};
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_pull_encode(&p, id, buf_, cap_, &len_));
+    return (long)id;
+}
+
+int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float *out, size_t n)
+{
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_WEIGHTS, &f);
+    if (rc)
+        return rc;
+    proto_weights w;
+    if (proto_weights_decode(&f, &w) != 0)
+        return PSC_ERR_REPLY;
+    *version = w.version;
+    *not_modified = w.not_modified;
+    if (!w.not_modified && out) {
+        if (w.hi - w.lo != n)
+            return PSC_ERR_REPLY;
+        proto_floats_decode(out, w.raw, n);
+    }
+    return 0;
+}
+
+int psc_pull(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi, uint64_t *version,
+             int *not_modified, float *out)
+{
+    long id = psc_pull_send(c, min_version, lo, hi);
+    if (id < 0)
+        return (int)id;
+    return psc_weights_recv(c, version, not_modified, out, (size_t)(hi - lo));
+}
+
+long psc_push_send(psd_client *c, uint64_t seq, uint64_t base_version, uint64_t step,
+                   uint64_t lo, uint64_t hi, const float *g)
+{
+    proto_push p = {.seq = seq, .base_version = base_version, .step = step, .samples = 32,
+                    .lo = lo, .hi = hi, .values = g};
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_push_encode(&p, id, buf_, cap_, &len_));
+    return (long)id;
+}
+
+int psc_ack_recv(psd_client *c, proto_ack *a)
+{
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_ACK, &f);
+    if (rc)
+        return rc;
+    return proto_ack_decode(&f, a) == 0 ? 0 : PSC_ERR_REPLY;
+}
+
+int psc_push(psd_client *c, uint64_t seq, uint64_t base_version, uint64_t step, uint64_t lo,
+             uint64_t hi, const float *g, proto_ack *a)
+{
+    long id = psc_push_send(c, seq, base_version, step, lo, hi, g);
+    if (id < 0)
+        return (int)id;
+    return psc_ack_recv(c, a);
+}
+
+int psc_status(psd_client *c, char **json)
+{
+    *json = NULL;
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_status_req_encode(id, buf_, cap_, &len_));
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_STATUS, &f);
+    if (rc)
+        return rc;
+    proto_status st;
+    if (proto_status_decode(&f, &st) != 0)
+        return PSC_ERR_REPLY;
+    *json = malloc(st.len + 1);
+    if (!*json)
+        return PSC_ERR_IO;
+    memcpy(*json, st.json, st.len);
+    (*json)[st.len] = '\0';
+    return 0;
+}
+
+static int ok_recv(psd_client *c, uint64_t *version)
+{
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_OK, &f);
+    if (rc)
+        return rc;
+    proto_ok ok;
+    if (proto_ok_decode(&f, &ok) != 0)
+        return PSC_ERR_REPLY;
+    *version = ok.version;
+    return 0;
+}
+
+int psc_report(psd_client *c, const proto_report *r, uint64_t *version)
+{
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_report_encode(r, id, buf_, cap_, &len_));
+    return ok_recv(c, version);
+}
+
+int psc_checkpoint(psd_client *c, uint64_t *version)
+{
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_checkpoint_encode(id, buf_, cap_, &len_));
+    return ok_recv(c, version);
+}
+
+int psc_error_recv(psd_client *c)
+{
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_ERROR, &f);
+    return rc < 0 ? rc : PSC_ERR_REPLY;
+}

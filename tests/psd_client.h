@@ -1,0 +1,86 @@
+/* psd_client.h - a blocking test client for psd, built on the real codec
+ * (proto/).  Every read has a timeout (SO_RCVTIMEO), so a test never hangs
+ * on a silent daemon.  Test code only: failures are returned, not asserted.
+ *
+ * Return values: 0 on success; a negative PROTO_ERR_* when the shard
+ * answered ERROR (its code; the text is in c->last_error); PSC_ERR_IO on a
+ * socket error or timeout; PSC_ERR_EOF when the shard closed; PSC_ERR_REPLY
+ * for an unexpected reply.
+ */
+#ifndef PSD_TESTS_PSD_CLIENT_H
+#define PSD_TESTS_PSD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+#define PSC_ERR_IO (-100)
+#define PSC_ERR_EOF (-101)
+#define PSC_ERR_REPLY (-102)
+
+typedef struct psd_client {
+    int fd;
+    uint32_t next_req;
+    uint8_t *frame;            /* the last frame received (owned) */
+    proto_error last_error;    /* the last ERROR received */
+} psd_client;
+
+/* Connect to 127.0.0.1:port, retrying for up to wait_ms (a daemon that is
+ * starting); reads time out after timeout_ms.  Returns 0 or PSC_ERR_IO. */
+int psc_connect(psd_client *c, int port, int wait_ms, int timeout_ms);
+
+/* Close the socket and free the client's buffer. */
+void psc_close(psd_client *c);
+
+/* Send raw bytes.  Returns 0 or PSC_ERR_IO. */
+int psc_send_raw(psd_client *c, const void *buf, size_t len);
+
+/* Receive one whole frame into *f (valid until the next receive).  Returns
+ * 0, PSC_ERR_EOF, PSC_ERR_IO (timeout or error) or a frame error. */
+int psc_recv(psd_client *c, proto_frame *f);
+
+/* 1 if bytes (or EOF) arrive within ms milliseconds, else 0. */
+int psc_readable(psd_client *c, int ms);
+
+/* HELLO as role with node id, model and nparams; on WELCOME fills *w. */
+int psc_hello(psd_client *c, int role, const char *node, const char *model, uint64_t nparams,
+              proto_welcome *w);
+
+/* Send a PULL; returns the request id (> 0) or PSC_ERR_IO. */
+long psc_pull_send(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi);
+
+/* Receive a WEIGHTS: *version, *not_modified, and (if out and modified)
+ * hi - lo floats into out. */
+int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float *out,
+                     size_t n);
+
+/* PULL and wait for its WEIGHTS. */
+int psc_pull(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi, uint64_t *version,
+             int *not_modified, float *out);
+
+/* Send a PUSH of g (hi - lo floats).  Returns the request id or PSC_ERR_IO. */
+long psc_push_send(psd_client *c, uint64_t seq, uint64_t base_version, uint64_t step,
+                   uint64_t lo, uint64_t hi, const float *g);
+
+/* Receive an ACK into *a. */
+int psc_ack_recv(psd_client *c, proto_ack *a);
+
+/* PUSH and wait for its ACK. */
+int psc_push(psd_client *c, uint64_t seq, uint64_t base_version, uint64_t step, uint64_t lo,
+             uint64_t hi, const float *g, proto_ack *a);
+
+/* STATUS_REQ; *json is a malloc'd NUL-terminated copy (caller frees). */
+int psc_status(psd_client *c, char **json);
+
+/* REPORT; *version from the OK. */
+int psc_report(psd_client *c, const proto_report *r, uint64_t *version);
+
+/* CHECKPOINT; *version from the OK. */
+int psc_checkpoint(psd_client *c, uint64_t *version);
+
+/* Receive a frame that must be ERROR: returns its (negative) code, or
+ * PSC_ERR_REPLY / PSC_ERR_EOF / PSC_ERR_IO. */
+int psc_error_recv(psd_client *c);
+
+#endif
