@@ -55,6 +55,24 @@ static double grad_rel_err(const float *a, const double *num, size_t n, size_t *
 
 #define GRAD_RTOL 2e-3
 
+typedef double (*loss_fn)(const void *ctx);
+
+/* Central differences of loss(ctx) with respect to v[0..n), which the loss
+ * reads through ctx: num[i] = (L(v + eps e_i) - L(v - eps e_i)) / 2 eps. */
+static void numeric_grad(double *v, size_t n, double eps, loss_fn loss, const void *ctx,
+                         double *num)
+{
+    for (size_t i = 0; i < n; i++) {
+        double save = v[i];
+        v[i] = save + eps;
+        double lp = loss(ctx);
+        v[i] = save - eps;
+        double lm = loss(ctx);
+        v[i] = save;
+        num[i] = (lp - lm) / (2 * eps);
+    }
+}
+
 /* ------------------------------------------ double-precision reference
  * NCHW layout, naive loops, written independently of cnn.c. */
 
@@ -171,6 +189,25 @@ static double ref_model_loss(const cnn_model *m, const double *p, const double *
 
 /* ------------------------------------------------------------- layers */
 
+/* L = sum(conv(x) * r) in double, NCHW. */
+typedef struct conv_ctx {
+    const double *x, *w, *b;
+    double *y;
+    const double *r;
+    int n, c, h, wd, o, k;
+    size_t ys;
+} conv_ctx;
+
+static double conv_loss(const void *p)
+{
+    const conv_ctx *t = p;
+    ref_conv(t->x, t->n, t->c, t->h, t->wd, t->w, t->b, t->o, t->k, t->y);
+    double s = 0;
+    for (size_t q = 0; q < t->ys; q++)
+        s += t->y[q] * t->r[q];
+    return s;
+}
+
 /* conv2d on CNHW: forward against the reference, backward against central
  * differences of L = sum(y * r). */
 static void check_conv(const kern_ops *k, int c, int n, int h, int w, int o, int ks)
@@ -210,37 +247,11 @@ static void check_conv(const kern_ops *k, int c, int n, int h, int w, int o, int
                               got, want);
             }
 
-#define CONV_LOSS()                                                                     \
-    ({                                                                                  \
-        ref_conv(xd, n, c, h, w, wd, bd, o, ks, yd);                                    \
-        double s_ = 0;                                                                  \
-        for (size_t q = 0; q < ys; q++)                                                 \
-            s_ += yd[q] * rd[q];                                                        \
-        s_;                                                                             \
-    })
-    const double eps = 1e-5;
+    conv_ctx ctx = { xd, wd, bd, yd, rd, n, c, h, w, o, ks, ys };
     double *num = malloc((xs > ws ? xs : ws) * 8);
-    /* weights */
-    for (size_t i = 0; i < ws; i++) {
-        double save = wd[i];
-        wd[i] = save + eps;
-        double lp = CONV_LOSS();
-        wd[i] = save - eps;
-        double lm = CONV_LOSS();
-        wd[i] = save;
-        num[i] = (lp - lm) / (2 * eps);
-    }
+    numeric_grad(wd, ws, 1e-5, conv_loss, &ctx, num);
     ck_assert_double_le(grad_rel_err(dw, num, ws, NULL), GRAD_RTOL);
-    /* bias */
-    for (int i = 0; i < o; i++) {
-        double save = bd[i];
-        bd[i] = save + eps;
-        double lp = CONV_LOSS();
-        bd[i] = save - eps;
-        double lm = CONV_LOSS();
-        bd[i] = save;
-        num[i] = (lp - lm) / (2 * eps);
-    }
+    numeric_grad(bd, (size_t)o, 1e-5, conv_loss, &ctx, num);
     ck_assert_double_le(grad_rel_err(db, num, (size_t)o, NULL), GRAD_RTOL);
     /* input: numeric in NCHW, compare after mapping dx (CNHW) */
     float *dx_nchw = malloc(xs * 4);
@@ -248,17 +259,8 @@ static void check_conv(const kern_ops *k, int c, int n, int h, int w, int o, int
         for (int ni = 0; ni < n; ni++)
             for (int j = 0; j < h * w; j++)
                 dx_nchw[((size_t)ni * c + ci) * h * w + j] = dx[((size_t)ci * n + ni) * h * w + j];
-    for (size_t i = 0; i < xs; i++) {
-        double save = xd[i];
-        xd[i] = save + eps;
-        double lp = CONV_LOSS();
-        xd[i] = save - eps;
-        double lm = CONV_LOSS();
-        xd[i] = save;
-        num[i] = (lp - lm) / (2 * eps);
-    }
+    numeric_grad(xd, xs, 1e-5, conv_loss, &ctx, num);
     ck_assert_double_le(grad_rel_err(dx_nchw, num, xs, NULL), GRAD_RTOL);
-#undef CONV_LOSS
     free(x); free(wt); free(b); free(y); free(r); free(cols); free(dcols);
     free(dw); free(db); free(dx); free(xd); free(wd); free(bd); free(yd); free(rd);
     free(num); free(dx_nchw);
@@ -274,6 +276,25 @@ START_TEST(test_conv_grad)
 }
 END_TEST
 
+/* L = sum(pool(x) * r) in double. */
+typedef struct pool_ctx {
+    const double *x;
+    double *y;
+    const float *r;
+    int p, h, w, k;
+    size_t ys;
+} pool_ctx;
+
+static double pool_loss(const void *q)
+{
+    const pool_ctx *t = q;
+    ref_pool(t->x, t->p, t->h, t->w, t->k, t->y);
+    double s = 0;
+    for (size_t i = 0; i < t->ys; i++)
+        s += t->y[i] * t->r[i];
+    return s;
+}
+
 static void check_pool(int p, int h, int w, int k)
 {
     int oh = h / k, ow = w / k;
@@ -288,20 +309,8 @@ static void check_pool(int p, int h, int w, int k)
     ref_pool(xd, p, h, w, k, yd);
     for (size_t i = 0; i < ys; i++)
         ck_assert_double_eq(y[i], yd[i]);
-    const double eps = 1e-6;
-    for (size_t i = 0; i < xs; i++) {
-        double save = xd[i], lp = 0, lm = 0;
-        xd[i] = save + eps;
-        ref_pool(xd, p, h, w, k, yd);
-        for (size_t q = 0; q < ys; q++)
-            lp += yd[q] * r[q];
-        xd[i] = save - eps;
-        ref_pool(xd, p, h, w, k, yd);
-        for (size_t q = 0; q < ys; q++)
-            lm += yd[q] * r[q];
-        xd[i] = save;
-        num[i] = (lp - lm) / (2 * eps);
-    }
+    pool_ctx ctx = { xd, yd, r, p, h, w, k, ys };
+    numeric_grad(xd, xs, 1e-6, pool_loss, &ctx, num);
     ck_assert_double_le(grad_rel_err(dx, num, xs, NULL), GRAD_RTOL);
     free(x); free(y); free(r); free(dx); free(arg); free(xd); free(yd); free(num);
 }
@@ -314,6 +323,24 @@ START_TEST(test_pool_grad)
     check_pool(1, 5, 5, 5);
 }
 END_TEST
+
+/* L = sum(linear(x) * r) in double. */
+typedef struct lin_ctx {
+    const double *x, *w, *b;
+    double *y;
+    const float *r;
+    int n, in, out;
+} lin_ctx;
+
+static double lin_loss(const void *p)
+{
+    const lin_ctx *t = p;
+    ref_linear(t->x, t->n, t->in, t->w, t->b, t->out, t->y);
+    double s = 0;
+    for (int q = 0; q < t->n * t->out; q++)
+        s += t->y[q] * t->r[q];
+    return s;
+}
 
 START_TEST(test_linear_grad)
 {
@@ -331,31 +358,14 @@ START_TEST(test_linear_grad)
     ref_linear(xd, n, in, wd, bd, out, yd);
     for (int i = 0; i < 15; i++)
         ck_assert_double_eq_tol(y[i], yd[i], 1e-5);
-#define LIN_LOSS()                                                                      \
-    ({                                                                                  \
-        ref_linear(xd, n, in, wd, bd, out, yd);                                         \
-        double s_ = 0;                                                                  \
-        for (int q = 0; q < 15; q++)                                                    \
-            s_ += yd[q] * r[q];                                                         \
-        s_;                                                                             \
-    })
-    const double eps = 1e-5;
+    lin_ctx ctx = { xd, wd, bd, yd, r, n, in, out };
     double *vecs[3] = { wd, bd, xd };
     float *grads[3] = { dw, db, dx };
     size_t lens[3] = { sizeof(wt) / 4, 5, sizeof(x) / 4 };
     for (int v = 0; v < 3; v++) {
-        for (size_t i = 0; i < lens[v]; i++) {
-            double save = vecs[v][i];
-            vecs[v][i] = save + eps;
-            double lp = LIN_LOSS();
-            vecs[v][i] = save - eps;
-            double lm = LIN_LOSS();
-            vecs[v][i] = save;
-            num[i] = (lp - lm) / (2 * eps);
-        }
+        numeric_grad(vecs[v], lens[v], 1e-5, lin_loss, &ctx, num);
         ck_assert_double_le(grad_rel_err(grads[v], num, lens[v], NULL), GRAD_RTOL);
     }
-#undef LIN_LOSS
     free(xd); free(wd); free(bd);
 }
 END_TEST
@@ -379,6 +389,18 @@ START_TEST(test_relu)
 }
 END_TEST
 
+typedef struct nll_ctx {
+    const double *z;
+    const uint8_t *labels;
+    int n, classes;
+} nll_ctx;
+
+static double nll_loss(const void *p)
+{
+    const nll_ctx *t = p;
+    return ref_nll(t->z, t->labels, t->n, t->classes);
+}
+
 START_TEST(test_logsoftmax_grad)
 {
     const int n = 4, c = 10;
@@ -389,16 +411,8 @@ START_TEST(test_logsoftmax_grad)
     double loss = logsoftmax_nll(z, lab, n, c, 1.0f / n, dz, &correct);
     double *zd = to_double(z, 40), num[40];
     ck_assert_double_eq_tol(loss / n, ref_nll(zd, lab, n, c), 1e-6);
-    const double eps = 1e-6;
-    for (int i = 0; i < 40; i++) {
-        double save = zd[i];
-        zd[i] = save + eps;
-        double lp = ref_nll(zd, lab, n, c);
-        zd[i] = save - eps;
-        double lm = ref_nll(zd, lab, n, c);
-        zd[i] = save;
-        num[i] = (lp - lm) / (2 * eps);
-    }
+    nll_ctx ctx = { zd, lab, n, c };
+    numeric_grad(zd, 40, 1e-6, nll_loss, &ctx, num);
     ck_assert_double_le(grad_rel_err(dz, num, 40, NULL), GRAD_RTOL);
     int hits = 0;
     for (int i = 0; i < n; i++) {
@@ -414,6 +428,19 @@ START_TEST(test_logsoftmax_grad)
 END_TEST
 
 /* -------------------------------------------------------- whole models */
+
+typedef struct model_ctx {
+    const cnn_model *m;
+    const double *p, *x;
+    const uint8_t *labels;
+    int n;
+} model_ctx;
+
+static double model_loss(const void *q)
+{
+    const model_ctx *t = q;
+    return ref_model_loss(t->m, t->p, t->x, t->labels, t->n);
+}
 
 /* Gradient of model m (batch n) from the engine vs central differences of
  * the double reference, on `nsample` parameters (all if 0) spread over every
@@ -460,17 +487,10 @@ static void check_model_grad(const cnn_model *m, int n, size_t nsample, int thre
     }
     float *ga = malloc(cnt * 4);
     double *num = malloc(cnt * 8);
-    const double eps = 1e-5;
+    model_ctx ctx = { m, pd, xd, lab, n };
     for (size_t j = 0; j < cnt; j++) {
-        size_t i = idx[j];
-        double save = pd[i];
-        pd[i] = save + eps;
-        double lp = ref_model_loss(m, pd, xd, lab, n);
-        pd[i] = save - eps;
-        double lm = ref_model_loss(m, pd, xd, lab, n);
-        pd[i] = save;
-        num[j] = (lp - lm) / (2 * eps);
-        ga[j] = g[i];
+        numeric_grad(pd + idx[j], 1, 1e-5, model_loss, &ctx, num + j);
+        ga[j] = g[idx[j]];
     }
     size_t worst = 0;
     double rel = grad_rel_err(ga, num, cnt, &worst);
