@@ -51,7 +51,7 @@ int main(int argc, char **argv)
     const char *placement_path = NULL, *node = NULL, *state_dir = ".";
     int fresh = 0, verbose = 0, c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage(stdout);
