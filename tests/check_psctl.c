@@ -56,27 +56,6 @@ static int g_env_ready;
 /* What the last run_psctl() printed (NUL-terminated, owned here). */
 static char *g_out, *g_err;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static char *file_text(const char *path)
 {
     uint8_t *b = NULL;
@@ -94,7 +73,7 @@ static char *file_text(const char *path)
 /* Wait up to ms for pid: its exit status, 128+signal, or -1 if running. */
 static int wait_exit(pid_t pid, int ms)
 {
-    double end = now_s() + ms / 1000.0;
+    double end = psc_now() + ms / 1000.0;
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
@@ -102,7 +81,7 @@ static int wait_exit(pid_t pid, int ms)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         if (r < 0 && errno != EINTR)
             return -2;
-        if (now_s() > end)
+        if (psc_now() > end)
             return -1;
         usleep(10000);
     }
@@ -188,7 +167,7 @@ static void shard_start(int i)
     const char *args[] = {"--placement", e->conf, "--node", i ? "ps1" : "ps0",
                           "--state-dir", e->state, NULL};
     e->pid[i] = spawn("psd", args, e->log[i], e->log[i]);
-    double end = now_s() + 10;
+    double end = psc_now() + 10;
     for (;;) {
         psd_client probe;
         if (psc_connect(&probe, e->port[i], 0, READ_MS) == 0) {
@@ -201,7 +180,7 @@ static void shard_start(int i)
             char *l = file_text(e->log[i]);
             ck_abort_msg("psd ps%d exited with %d before listening:\n%s", i, st, l);
         }
-        ck_assert_msg(now_s() < end, "psd ps%d did not start listening", i);
+        ck_assert_msg(psc_now() < end, "psd ps%d did not start listening", i);
         usleep(20000);
     }
 }
@@ -229,9 +208,9 @@ static void env_setup(void)
     ck_assert_int_eq(fixtures_path_join(e->log[1], sizeof e->log[1], e->dir, "psd1.log"), 0);
     ck_assert_int_eq(fixtures_path_join(e->out, sizeof e->out, e->dir, "psctl.out"), 0);
     ck_assert_int_eq(fixtures_path_join(e->err, sizeof e->err, e->dir, "psctl.err"), 0);
-    e->port[0] = free_port();
+    e->port[0] = psc_free_port();
     do
-        e->port[1] = free_port();
+        e->port[1] = psc_free_port();
     while (e->port[1] == e->port[0]);
     conf_write(e->conf, e->port[0], e->port[1]);
 }
@@ -528,9 +507,9 @@ START_TEST(test_timeout)
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
     conf_write(g_env.conf, g_env.port[0], ntohs(a.sin_port));
     const char *args[] = {"--placement", g_env.conf, "--timeout", "300", "status", NULL};
-    double t0 = now_s();
+    double t0 = psc_now();
     int st = run_psctl(args);
-    double dt = now_s() - t0;
+    double dt = psc_now() - t0;
     close(fd);
     ck_assert_msg(st == 1, "exit %d\n%s%s", st, g_out, g_err);
     ck_assert_msg(dt < 5.0, "took %.1f s with --timeout 300", dt);
@@ -561,9 +540,9 @@ START_TEST(test_concurrent)
     }
     conf_write(g_env.conf, ports[0], ports[1]);
     const char *args[] = {"--placement", g_env.conf, "--timeout", "1500", "checkpoint", NULL};
-    double t0 = now_s();
+    double t0 = psc_now();
     int st = run_psctl(args);
-    double dt = now_s() - t0;
+    double dt = psc_now() - t0;
     close(fds[0]);
     close(fds[1]);
     ck_assert_msg(st == 1, "exit %d\n%s%s", st, g_out, g_err);
@@ -582,7 +561,7 @@ START_TEST(test_refused)
     char other[FIXTURES_PATH_MAX + 16], state1[FIXTURES_PATH_MAX + 16];
     snprintf(other, sizeof other, "%s/lenet.conf", g_env.dir);
     snprintf(state1, sizeof state1, "%s/state1", g_env.dir);
-    conf_write(other, free_port(), g_env.port[1]);
+    conf_write(other, psc_free_port(), g_env.port[1]);
     char *text = file_text(other);
     char *m = strstr(text, "\"ray\"");
     ck_assert_ptr_nonnull(m);
@@ -594,14 +573,14 @@ START_TEST(test_refused)
     free(text);
     const char *args1[] = {"--placement", other, "--node", "ps1", "--state-dir", state1, NULL};
     g_env.pid[1] = spawn("psd", args1, g_env.log[1], g_env.log[1]);
-    double end = now_s() + 10;
+    double end = psc_now() + 10;
     for (;;) {
         psd_client probe;
         if (psc_connect(&probe, g_env.port[1], 0, READ_MS) == 0) {
             psc_close(&probe);
             break;
         }
-        ck_assert_msg(now_s() < end, "lenet psd did not start");
+        ck_assert_msg(psc_now() < end, "lenet psd did not start");
         usleep(20000);
     }
     const char *args[] = {"--placement", g_env.conf, "status", NULL};

@@ -58,27 +58,6 @@ typedef struct daemon_t {
 
 static daemon_t *g_daemons[4];
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Write the placement: one ps (ps0 on d->port), three workers; job_extra
  * adds keys to "job" (e.g. "\"staleness\": 1"). */
 static void conf_write(daemon_t *d, const char *mode, const char *job_extra)
@@ -106,7 +85,7 @@ static void daemon_init(daemon_t *d, const char *mode, const char *job_extra)
     ck_assert_int_eq(fixtures_path_join(d->state, sizeof d->state, d->dir, "state"), 0);
     ck_assert_int_eq(fixtures_path_join(d->log, sizeof d->log, d->dir, "psd.log"), 0);
     snprintf(d->ckpt, sizeof d->ckpt, "%s/shard0.ckpt", d->state);
-    d->port = free_port();
+    d->port = psc_free_port();
     conf_write(d, mode, job_extra);
     for (int i = 0; i < 4; i++)
         if (!g_daemons[i]) {
@@ -152,13 +131,13 @@ static pid_t spawn(daemon_t *d, const char *const *args)
  * is still running. */
 static int wait_exit(pid_t pid, int ms)
 {
-    double end = now_s() + ms / 1000.0;
+    double end = psc_now() + ms / 1000.0;
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (now_s() > end)
+        if (psc_now() > end)
             return -1;
         usleep(10000);
     }
@@ -184,7 +163,7 @@ static void daemon_start(daemon_t *d, const char *extra)
                           extra, NULL};
     d->pid = spawn(d, args);
     psd_client probe;
-    double end = now_s() + 10;
+    double end = psc_now() + 10;
     for (;;) {
         if (psc_connect(&probe, d->port, 0, READ_MS) == 0) {
             psc_close(&probe);
@@ -196,7 +175,7 @@ static void daemon_start(daemon_t *d, const char *extra)
             char *l = log_text(d);
             ck_abort_msg("psd exited with %d before listening:\n%s", st, l);
         }
-        ck_assert_msg(now_s() < end, "psd did not start listening");
+        ck_assert_msg(psc_now() < end, "psd did not start listening");
         usleep(20000);
     }
 }
@@ -661,14 +640,14 @@ START_TEST(test_sync_killed_worker)
     ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
     ck_assert_int_gt(psc_pull_send(&a, 1, 0, NP), 0);
     ck_assert(!psc_readable(&a, 200));
-    double t0 = now_s();
+    double t0 = psc_now();
     kill(kid, SIGKILL);
     waitpid(kid, NULL, 0);
     static float got[NP];
     uint64_t v;
     int nm;
     ck_assert_int_eq(psc_weights_recv(&a, &v, &nm, got, NP), 0);
-    ck_assert_msg(now_s() - t0 < 5, "the barrier waited for the dead worker");
+    ck_assert_msg(psc_now() - t0 < 5, "the barrier waited for the dead worker");
     const float *gs[2] = {ga, gb};
     mean_apply(&ref, gs, 2);
     ck_assert_uint_eq(v, 1);
@@ -714,14 +693,14 @@ START_TEST(test_sync_barrier_timeout)
     grad_fill(ga, 1);
     grad_fill(gb, 2);
     proto_ack ack;
-    double t0 = now_s();
+    double t0 = psc_now();
     ck_assert_int_eq(psc_push(&a, 1, 0, 1, 0, NP, ga, &ack), 0);
     ck_assert_int_eq(psc_push(&b, 1, 0, 1, 0, NP, gb, &ack), 0);
     static float got[NP];
     uint64_t v;
     int nm;
     ck_assert_int_eq(psc_pull(&a, 1, 0, NP, &v, &nm, got), 0);
-    double dt = now_s() - t0;
+    double dt = psc_now() - t0;
     ck_assert_msg(dt >= 0.25 && dt < 3, "barrier released after %.3f s", dt);
     const float *gs[2] = {ga, gb};
     mean_apply(&ref, gs, 2);
@@ -973,8 +952,8 @@ START_TEST(test_periodic_checkpoint)
     proto_ack ack;
     ck_assert_int_eq(psc_push(&a, 1, 0, 1, 0, NP, g, &ack), 0);
     struct stat sb;
-    double end = now_s() + 5;
-    while (stat(d.ckpt, &sb) != 0 && now_s() < end)
+    double end = psc_now() + 5;
+    while (stat(d.ckpt, &sb) != 0 && psc_now() < end)
         usleep(50000);
     ck_assert_int_eq(stat(d.ckpt, &sb), 0);
     psc_close(&a);
@@ -1040,8 +1019,8 @@ START_TEST(test_slow_reader)
     int fl = fcntl(slow.fd, F_GETFL);
     fcntl(slow.fd, F_SETFL, fl | O_NONBLOCK);
     size_t sent = 0;
-    double end = now_s() + 3;
-    while (sent < n * len && now_s() < end) {
+    double end = psc_now() + 3;
+    while (sent < n * len && psc_now() < end) {
         ssize_t w = send(slow.fd, many + sent, n * len - sent, MSG_NOSIGNAL);
         if (w > 0)
             sent += (size_t)w;
@@ -1131,7 +1110,7 @@ START_TEST(test_lenet_second_shard)
 {
     daemon_t d;
     daemon_init(&d, "async", NULL);
-    int port0 = free_port();
+    int port0 = psc_free_port();
     char text[2048];
     int n = snprintf(text, sizeof text,
                      "{\"job\": {\"model\": \"lenet\", \"mode\": \"async\", \"max_steps\": 1},"

@@ -286,3 +286,25 @@ int psc_error_recv(psd_client *c)
     int rc = recv_type(c, PROTO_MSG_ERROR, &f);
     return rc < 0 ? rc : PSC_ERR_REPLY;
 }
+
+int psc_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t l = sizeof a;
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+             getsockname(fd, (struct sockaddr *)&a, &l) == 0;
+    close(fd);
+    return ok ? ntohs(a.sin_port) : -1;
+}
+
+double psc_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

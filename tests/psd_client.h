@@ -33,6 +33,13 @@ int psc_connect(psd_client *c, int port, int wait_ms, int timeout_ms);
 /* Close the socket and free the client's buffer. */
 void psc_close(psd_client *c);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
+ * released); -1 on failure. */
+int psc_free_port(void);
+
+/* Seconds on a monotonic clock. */
+double psc_now(void);
+
 /* Send raw bytes.  Returns 0 or PSC_ERR_IO. */
 int psc_send_raw(psd_client *c, const void *buf, size_t len);
 
