@@ -1,11 +1,16 @@
 /* workerd - the training worker.
  *
- * This build trains in one process (--standalone): the same trainer loop a
- * distributed worker runs, against an in-process shard holding the whole
- * parameter vector.  One line per epoch on stdout, key=value or JSON.
+ * --placement FILE [--node ID]: a distributed worker.  It finds its node in
+ * the placement, loads the training data (its part of it), connects to every
+ * psd shard (workerd/remote.c) and runs the trainer loop against them.
+ * --standalone: the same trainer loop against an in-process shard holding
+ * the whole parameter vector.  One line per epoch on stdout, key=value or
+ * JSON.
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,9 @@
 #include "dataset.h"
 #include "kernels.h"
 #include "optim.h"
+#include "placement.h"
+#include "proto.h"
+#include "remote.h"
 #include "shard.h"
 #include "trainer.h"
 #include "util.h"
@@ -35,19 +43,40 @@ typedef struct workerd_opts {
     long augment_shift;
     int json;
     float mean, std;
+    const char *placement;    /* --placement: distributed worker */
+    const char *node;         /* --node (NULL: the host name) */
+    double connect_timeout_s; /* 0: keep trying */
+    const char *save_weights; /* standalone: raw float32 LE weights at the end */
+    int verbose;
+    const char *standalone_opt; /* a standalone-only option given (its name) */
 } workerd_opts;
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: workerd --standalone --model NAME --train-images F --train-labels F\n"
+            "usage: workerd --placement FILE [--node ID] [--connect-timeout S] [--json] [--verbose]\n"
+            "       workerd --standalone --model NAME --train-images F --train-labels F\n"
             "               [--test-images F --test-labels F] [options]\n"
             "\n"
-            "Trains a CNN in this process, through the same code path a distributed\n"
-            "worker uses, and prints one line per epoch (key=value, or JSON with --json).\n"
+            "With --placement, trains as the worker node ID (default: the host name) of\n"
+            "the placement file: its part of the training data, against every psd shard\n"
+            "of the file, in the job's mode (sync, async, ssp); model, batch, seed,\n"
+            "epochs/max_steps and data come from the file.  A shard that is not up or\n"
+            "goes away is retried with back-off.  SIGTERM/SIGINT stop it cleanly (exit 0).\n"
+            "job.max_steps bounds this worker's own steps (in sync mode, the shards'\n"
+            "versions too).  A node with \"evaluate\" also sends REPORT to shard 0.\n"
+            "With --standalone, trains a CNN in this process, through the same code path.\n"
+            "Either way it prints one line per epoch (key=value, or JSON with --json).\n"
             "IDX files may be plain or gzip-compressed.\n"
             "\n"
-            "  --standalone          train without a parameter server (required in this build)\n"
+            "  --placement FILE      the placement file (docs/placement.md)\n"
+            "  --node ID             this worker's node id in it (default: the host name)\n"
+            "  --connect-timeout S   give up if the shards are not all reachable within S\n"
+            "                        seconds at start (default 0: keep trying)\n"
+            "  --verbose             log DEBUG lines (stale/duplicate acks, state changes)\n"
+            "\n"
+            "Standalone options:\n"
+            "  --standalone          train without a parameter server\n"
             "  --model NAME          model: %s (default lenet)\n"
             "  --train-images F      training images (IDX, magic 2051)\n"
             "  --train-labels F      training labels (IDX, magic 2049)\n"
@@ -68,6 +97,8 @@ static void usage(FILE *f)
             "  --threads N           threads splitting each minibatch (default 1)\n"
             "  --seed S              seed of initialisation and shuffling (default 1)\n"
             "  --mean X --std X      input normalisation (default 0.1307, 0.3081)\n"
+            "  --save-weights F      write the final weights to F: nparams float32,\n"
+            "                        little-endian, in the flat layout of docs/model.md\n"
             "  --json                print JSON lines instead of key=value\n"
             "  -h, --help            this help\n"
             "\n"
@@ -79,7 +110,8 @@ enum {
     OPT_STANDALONE = 256, OPT_MODEL, OPT_TRAIN_IMAGES, OPT_TRAIN_LABELS, OPT_TEST_IMAGES,
     OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
     OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
-    OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT
+    OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT, OPT_CONNECT_TIMEOUT,
+    OPT_SAVE_WEIGHTS, OPT_VERBOSE
 };
 
 static const struct option long_opts[] = {
@@ -107,6 +139,9 @@ static const struct option long_opts[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "placement", required_argument, NULL, OPT_PLACEMENT },
     { "node", required_argument, NULL, OPT_NODE },
+    { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+    { "save-weights", required_argument, NULL, OPT_SAVE_WEIGHTS },
+    { "verbose", no_argument, NULL, OPT_VERBOSE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -135,6 +170,9 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
         const char *name = c >= 256 ? long_opts[idx].name : "";
+        if (c >= 256 && c != OPT_JSON && c != OPT_PLACEMENT && c != OPT_NODE &&
+            c != OPT_CONNECT_TIMEOUT && c != OPT_VERBOSE && c != OPT_STANDALONE)
+            o->standalone_opt = name;
         switch (c) {
         case 'h':
             return 1;
@@ -208,11 +246,17 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
             o->opt.schedule = (optim_schedule)s;
             break;
         }
-        case OPT_PLACEMENT:
-        case OPT_NODE:
-            fprintf(stderr, "workerd: --%s: distributed training is not in this build yet; "
-                            "use --standalone\n", name);
-            return -1;
+        case OPT_PLACEMENT: o->placement = optarg; break;
+        case OPT_NODE: o->node = optarg; break;
+        case OPT_SAVE_WEIGHTS: o->save_weights = optarg; break;
+        case OPT_VERBOSE: o->verbose = 1; break;
+        case OPT_CONNECT_TIMEOUT: {
+            float t;
+            if (util_parse_float(optarg, 0.0f, 1e6f, &t))
+                return bad_value(name, optarg, "a number of seconds >= 0");
+            o->connect_timeout_s = t;
+            break;
+        }
         case '?':
         default:
             fprintf(stderr, "workerd: unknown option or missing value: %s\n",
@@ -224,9 +268,25 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
         fprintf(stderr, "workerd: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    if (o->standalone && o->placement) {
+        fprintf(stderr, "workerd: --standalone and --placement exclude each other\n");
+        return -1;
+    }
+    if (o->placement) {
+        if (o->standalone_opt) {
+            fprintf(stderr, "workerd: --%s is a --standalone option; with --placement the "
+                            "job comes from the placement file\n", o->standalone_opt);
+            return -1;
+        }
+        return 0;
+    }
+    if (o->node) {
+        fprintf(stderr, "workerd: --node needs --placement\n");
+        return -1;
+    }
     if (!o->standalone) {
-        fprintf(stderr, "workerd: this build trains only with --standalone "
-                        "(distributed training with --placement is not built yet)\n");
+        fprintf(stderr, "workerd: give --placement FILE (a distributed worker) or "
+                        "--standalone\n");
         return -1;
     }
     if (!o->train_images || !o->train_labels) {
@@ -276,6 +336,160 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
     fflush(stdout);
 }
 
+/* Set by SIGTERM/SIGINT; the remote backend polls it. */
+static volatile sig_atomic_t g_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+/* Write n floats to path as little-endian float32.  Returns 0 or -1 with a
+ * message. */
+static int weights_save(const char *path, const float *w, size_t n, char *err, size_t errlen)
+{
+    uint8_t *buf = malloc(n > 0 ? n * 4 : 1);
+    if (!buf) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    proto_floats_encode(buf, w, n);
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(buf, 1, n * 4, f) == n * 4;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    free(buf);
+    if (!ok) {
+        snprintf(err, errlen, "%s: cannot write the weights", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* The distributed worker.  Returns the exit status. */
+static int run_placement(workerd_opts *o)
+{
+    char err[1024];
+    placement pl;
+    const placement_node *me = NULL;
+    if (placement_load(o->placement, &pl, err, sizeof err) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        return 1;
+    }
+    if (placement_node_select(&pl, o->node, PLACEMENT_ROLE_WORKER, &me, err, sizeof err) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        placement_free(&pl);
+        return 1;
+    }
+    cnn_model m;
+    if (kern_init(err, sizeof err) != 0 || placement_model_init(&pl, &m, err, sizeof err) != 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        placement_free(&pl);
+        return 1;
+    }
+    const kern_ops *k = kern_active();
+    const placement_job *job = &pl.job;
+    int have_test = me->evaluate && pl.data.test_images && pl.data.test_labels;
+    dataset train, test;
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    int exit_code = 1;
+    remote rb;
+    trainer tr;
+    cnn_engine *engine = NULL;
+    memset(&rb, 0, sizeof rb);
+    memset(&tr, 0, sizeof tr);
+    int have_train = 0;
+    if (dataset_load(&train, pl.data.train_images, pl.data.train_labels, pl.data.mean,
+                     pl.data.std, err, sizeof err) != 0)
+        goto out;
+    have_train = 1;
+    if (have_test && dataset_load(&test, pl.data.test_images, pl.data.test_labels, pl.data.mean,
+                                  pl.data.std, err, sizeof err) != 0) {
+        have_test = 0;
+        goto out;
+    }
+    int threads = me->threads > 0 ? me->threads : (int)o->threads;
+    engine = cnn_engine_new(&m, k, threads, job->batch, err, sizeof err);
+    if (!engine)
+        goto out;
+    if (remote_init(&rb, &pl, me, &m, &g_stop, err, sizeof err) != 0)
+        goto out;
+    rb.verbose = o->verbose;
+    if (trainer_init(&tr, &m, engine, &train, me->part, pl.data.parts, job->batch, job->seed,
+                     remote_backend(&rb), err, sizeof err) != 0)
+        goto out;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    remote_log(&rb, REMOTE_LOG_INFO,
+               "placement %s: model=%s params=%zu mode=%s shards=%d part=%d/%d (%zu examples) "
+               "batch=%d threads=%d simd=%s evaluate=%d",
+               pl.source, m.name, m.nparams, placement_mode_name(job->mode), pl.nshards, me->part,
+               pl.data.parts, tr.hi - tr.lo, job->batch, threads, k->name, have_test);
+    int rc = remote_connect(&rb, o->connect_timeout_s, err, sizeof err);
+    if (rc == REMOTE_STOPPED) {
+        exit_code = 0;
+        goto out;
+    }
+    if (rc != 0)
+        goto out;
+
+    double t0 = trainer_now();
+    size_t samples_total = 0;
+    long epochs = job->epochs > 0 ? job->epochs : LONG_MAX;
+    for (long epoch = 1; epoch <= epochs; epoch++) {
+        if (job->max_steps > 0 && tr.step >= job->max_steps)
+            break;
+        float lr = optim_lr_at(&job->opt, (long)remote_version(&rb));
+        trainer_stats st;
+        if (trainer_run_epoch(&tr, epoch, job->max_steps, &st, err, sizeof err) != 0)
+            goto stopped_or_failed;
+        samples_total += st.samples;
+        double test_loss = 0, test_acc = 0;
+        if (have_test &&
+            trainer_evaluate(&tr, &test, &test_loss, &test_acc, err, sizeof err) != 0)
+            goto stopped_or_failed;
+        print_epoch(o, epoch, &st, lr, have_test, test_loss, test_acc);
+        if (have_test) {
+            proto_report rep = {.step = (uint64_t)tr.step, .samples = samples_total,
+                                .elapsed_s = trainer_now() - t0, .test_acc = test_acc / 100.0,
+                                .test_loss = test_loss};
+            if (remote_report(&rb, &rep, err, sizeof err) != 0)
+                goto stopped_or_failed;
+        }
+        if (st.steps == 0)
+            break; /* an empty part or max_steps reached */
+    }
+    remote_log(&rb, REMOTE_LOG_INFO, "done: %ld steps", tr.step);
+    exit_code = 0;
+    goto out;
+stopped_or_failed:
+    if (g_stop) {
+        remote_log(&rb, REMOTE_LOG_INFO, "stopped by a signal after %ld steps", tr.step);
+        exit_code = 0;
+    }
+out:
+    if (exit_code != 0)
+        fprintf(stderr, "workerd: %s\n", err);
+    trainer_free(&tr);
+    if (rb.c)
+        remote_free(&rb);
+    cnn_engine_free(engine);
+    if (have_train)
+        dataset_free(&train);
+    if (have_test)
+        dataset_free(&test);
+    placement_free(&pl);
+    return exit_code;
+}
+
 int main(int argc, char **argv)
 {
     workerd_opts o;
@@ -288,6 +502,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "workerd: try 'workerd --help'\n");
         return EXIT_USAGE;
     }
+    if (o.placement)
+        return run_placement(&o);
 
     char err[512];
     if (kern_init(err, sizeof(err)) != 0) {
@@ -359,6 +575,8 @@ int main(int argc, char **argv)
             goto out;
         print_epoch(&o, epoch, &st, lr, have_test, test_loss, test_acc);
     }
+    if (o.save_weights && weights_save(o.save_weights, whole.w, m.nparams, err, sizeof err) != 0)
+        goto out;
     exit_code = 0;
 out:
     if (exit_code != 0)

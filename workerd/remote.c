@@ -1,0 +1,734 @@
+/* remote.c - see remote.h. */
+#include "remote.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POLL_CAP_MS 100 /* poll at most this long, so a stop request is seen */
+#define RECV_CHUNK (64u << 10)
+
+static const char *const level_names[REMOTE_LOG_LEVEL_MAX] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+static const char *const state_names[REMOTE_CONN_STATE_MAX] = {"down", "connecting", "hello",
+                                                               "ready", "wait"};
+
+static double now_s(void)
+{
+    return trainer_now();
+}
+
+void remote_log(const remote *r, remote_log_level level, const char *fmt, ...)
+{
+    if (level == REMOTE_LOG_DEBUG && !r->verbose)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "workerd[%s] %s %s\n", r->node_id, level_names[level], msg);
+}
+
+/* Jitter factor in [0.75, 1.25). */
+static double jitter(remote *r)
+{
+    uint64_t x = r->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    r->rng = x;
+    return 0.75 + 0.5 * (double)(x >> 11) / 9007199254740992.0;
+}
+
+/* The one place a connection changes state. */
+static void conn_set_state(remote *r, remote_conn *c, remote_conn_state st)
+{
+    if (c->state != st)
+        remote_log(r, REMOTE_LOG_DEBUG, "shard %d (%s:%d): %s -> %s", c->shard, c->host, c->port,
+                   state_names[c->state], state_names[st]);
+    c->state = st;
+}
+
+static void conn_close_fd(remote_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    proto_decoder_free(&c->dec);
+    proto_decoder_init(&c->dec, 0);
+    c->out_len = c->out_pos = 0;
+}
+
+/* The connection broke (or never came up): close it and schedule the next
+ * attempt.  Each back-off level is logged once. */
+static void conn_fail(remote *r, remote_conn *c, const char *why)
+{
+    int was_up = c->state >= REMOTE_CONN_READY; /* welcomed: backoff_ms is 0 */
+    conn_close_fd(c);
+    conn_set_state(r, c, REMOTE_CONN_DOWN);
+    if (c->backoff_ms == 0)
+        c->backoff_ms = REMOTE_BACKOFF_MIN_MS;
+    else
+        c->backoff_ms = c->backoff_ms * 2 > REMOTE_BACKOFF_MAX_MS ? REMOTE_BACKOFF_MAX_MS
+                                                                  : c->backoff_ms * 2;
+    if (c->logged_ms != c->backoff_ms || was_up) {
+        remote_log(r, was_up ? REMOTE_LOG_WARN : REMOTE_LOG_INFO,
+                   "shard %d (%s:%d): %s; retrying every %d ms", c->shard, c->host, c->port, why,
+                   c->backoff_ms);
+        c->logged_ms = c->backoff_ms;
+    }
+    c->retry_at = now_s() + c->backoff_ms * jitter(r) / 1000.0;
+}
+
+/* Queue a frame for c: enc is called once to size it, once to write it. */
+typedef int (*encode_fn)(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                         size_t *len);
+
+static int conn_send_frame(remote *r, remote_conn *c, encode_fn enc, uint32_t req)
+{
+    size_t len = 0;
+    int rc = enc(r, c, req, NULL, 0, &len);
+    if (rc != PROTO_ERR_NOSPACE)
+        return rc < 0 ? rc : PROTO_ERR_INVALID;
+    if (len > c->out_cap) {
+        uint8_t *b = realloc(c->out, len);
+        if (!b)
+            return PROTO_ERR_NOMEM;
+        c->out = b;
+        c->out_cap = len;
+    }
+    rc = enc(r, c, req, c->out, c->out_cap, &len);
+    if (rc < 0)
+        return rc;
+    c->out_len = len;
+    c->out_pos = 0;
+    return 0;
+}
+
+/* Write what can be written now.  Returns 0 or -1 (connection broken). */
+static int conn_flush(remote_conn *c)
+{
+    while (c->out_pos < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_pos, c->out_len - c->out_pos, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (w <= 0)
+            return -1;
+        c->out_pos += (size_t)w;
+    }
+    c->out_len = c->out_pos = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------ encoders */
+
+static int enc_hello(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                     size_t *len)
+{
+    proto_hello h;
+    memset(&h, 0, sizeof h);
+    h.role = PROTO_ROLE_WORKER;
+    h.auth_method = PROTO_AUTH_NONE;
+    h.nparams = r->nparams;
+    snprintf(h.node_id, sizeof h.node_id, "%s", r->node_id);
+    snprintf(h.model, sizeof h.model, "%s", r->model);
+    return proto_hello_encode(&h, req, buf, cap, len);
+}
+
+static uint64_t pull_min_version(const remote *r, const remote_conn *c)
+{
+    if (r->mode == PLACEMENT_MODE_SYNC)
+        return c->want_min;
+    return c->have ? c->version + 1 : 0; /* NOT_MODIFIED if nothing new */
+}
+
+static int enc_pull(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                    size_t *len)
+{
+    proto_pull p = {.min_version = pull_min_version(r, c), .lo = c->lo, .hi = c->hi};
+    return proto_pull_encode(&p, req, buf, cap, len);
+}
+
+static int enc_push(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                    size_t *len)
+{
+    proto_push p;
+    memset(&p, 0, sizeof p);
+    p.seq = c->push_seq;
+    p.base_version = c->version;
+    p.step = (uint64_t)r->push_step;
+    p.samples = (uint32_t)r->push_samples;
+    p.lo = c->lo;
+    p.hi = c->hi;
+    p.values = r->push_grad + c->lo;
+    return proto_push_encode(&p, req, buf, cap, len);
+}
+
+static int enc_report(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                      size_t *len)
+{
+    return proto_report_encode(&r->report, req, buf, cap, len);
+}
+
+/* ------------------------------------------------------------ connecting */
+
+/* Start a non-blocking connect to c.  On failure schedules a retry. */
+static void conn_start(remote *r, remote_conn *c)
+{
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    char port[16];
+    snprintf(port, sizeof port, "%d", c->port);
+    int g = getaddrinfo(c->host, port, &hints, &ai);
+    if (g != 0 || !ai) {
+        char why[PLACEMENT_HOST_MAX + 128];
+        snprintf(why, sizeof why, "cannot resolve %s: %s", c->host, gai_strerror(g));
+        conn_fail(r, c, why);
+        return;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        conn_fail(r, c, strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    int e = errno;
+    freeaddrinfo(ai);
+    c->fd = fd;
+    if (rc != 0 && e != EINPROGRESS) {
+        conn_fail(r, c, strerror(e));
+        return;
+    }
+    c->deadline = now_s() + REMOTE_CONNECT_MS / 1000.0;
+    conn_set_state(r, c, REMOTE_CONN_CONNECTING);
+}
+
+/* The connect finished: check it, then say HELLO. */
+static void conn_connected(remote *r, remote_conn *c)
+{
+    int e = 0;
+    socklen_t l = sizeof e;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0)
+        e = errno;
+    if (e != 0) {
+        conn_fail(r, c, strerror(e));
+        return;
+    }
+    uint32_t req = c->next_req++;
+    int rc = conn_send_frame(r, c, enc_hello, req);
+    if (rc < 0) {
+        snprintf(r->fatal_msg, sizeof r->fatal_msg, "cannot encode HELLO: %s",
+                 proto_strerror(rc));
+        r->fatal = 1;
+        return;
+    }
+    c->wait_req = req;
+    conn_set_state(r, c, REMOTE_CONN_HELLO);
+    if (conn_flush(c) != 0)
+        conn_fail(r, c, "connection lost while sending HELLO");
+}
+
+/* Send c's part of the current call. */
+static void conn_issue(remote *r, remote_conn *c)
+{
+    encode_fn enc;
+    switch (c->op) {
+    case REMOTE_OP_PULL:
+        enc = enc_pull;
+        break;
+    case REMOTE_OP_PUSH:
+        c->push_seq = ++c->seq;
+        enc = enc_push;
+        break;
+    case REMOTE_OP_REPORT:
+        enc = enc_report;
+        break;
+    default:
+        c->op_done = 1;
+        return;
+    }
+    uint32_t req = c->next_req++;
+    int rc = conn_send_frame(r, c, enc, req);
+    if (rc < 0) {
+        snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a request: %s",
+                 c->shard, proto_strerror(rc));
+        r->fatal = 1;
+        return;
+    }
+    c->wait_req = req;
+    conn_set_state(r, c, REMOTE_CONN_WAIT);
+    if (conn_flush(c) != 0)
+        conn_fail(r, c, "connection lost while sending");
+}
+
+/* ------------------------------------------------------------ replies */
+
+/* An ERROR from the shard: a mismatch of model, range, version or auth is
+ * a configuration problem (give up); anything else reconnects. */
+static void conn_on_error(remote *r, remote_conn *c, const proto_frame *f)
+{
+    proto_error e;
+    if (proto_error_decode(f, &e) != 0) {
+        conn_fail(r, c, "undecodable ERROR from the shard");
+        return;
+    }
+    if (e.code == PROTO_ERR_MODEL || e.code == PROTO_ERR_RANGE ||
+        e.code == PROTO_ERR_VERSION || e.code == PROTO_ERR_AUTH) {
+        snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d (%s:%d) refused us: %s: %s",
+                 c->shard, c->host, c->port, proto_strerror(e.code), e.text);
+        r->fatal = 1;
+        return;
+    }
+    if (c->op == REMOTE_OP_REPORT && !proto_err_closes(e.code)) {
+        remote_log(r, REMOTE_LOG_WARN, "shard %d: REPORT not taken: %s: %s", c->shard,
+                   proto_strerror(e.code), e.text);
+        c->op_done = 1;
+        conn_set_state(r, c, REMOTE_CONN_READY);
+        return;
+    }
+    char why[400];
+    snprintf(why, sizeof why, "ERROR %s: %s", proto_strerror(e.code), e.text);
+    conn_fail(r, c, why);
+}
+
+static void conn_on_welcome(remote *r, remote_conn *c, const proto_frame *f)
+{
+    proto_welcome w;
+    int rc = proto_welcome_decode(f, &w);
+    if (rc < 0) {
+        conn_fail(r, c, "undecodable WELCOME");
+        return;
+    }
+    if (w.nparams != r->nparams || w.lo != c->lo || w.hi != c->hi) {
+        snprintf(r->fatal_msg, sizeof r->fatal_msg,
+                 "shard %d (%s:%d) holds [%llu, %llu) of %llu parameters, the placement says "
+                 "[%zu, %zu) of %zu",
+                 c->shard, c->host, c->port, (unsigned long long)w.lo, (unsigned long long)w.hi,
+                 (unsigned long long)w.nparams, c->lo, c->hi, r->nparams);
+        r->fatal = 1;
+        return;
+    }
+    if (c->backoff_ms)
+        c->n_reconnects++;
+    remote_log(r, c->backoff_ms ? REMOTE_LOG_WARN : REMOTE_LOG_INFO,
+               "shard %d (%s:%d): connected, version %llu, last_seq %llu", c->shard, c->host,
+               c->port, (unsigned long long)w.param_version, (unsigned long long)w.last_seq);
+    c->backoff_ms = 0;
+    c->logged_ms = 0;
+    c->want_min = 0; /* carry on from the shard's current version */
+    if (c->op == REMOTE_OP_PUSH && c->push_seq != 0 && w.last_seq >= c->push_seq) {
+        /* the push in flight reached the shard before the connection broke */
+        c->op_done = 1;
+        c->push_seq = 0;
+    }
+    if (w.last_seq > c->seq)
+        c->seq = w.last_seq;
+    conn_set_state(r, c, REMOTE_CONN_READY);
+    if (c->op == REMOTE_OP_CONNECT)
+        c->op_done = 1;
+}
+
+static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
+{
+    proto_weights w;
+    if (proto_weights_decode(f, &w) != 0 || w.lo != c->lo || w.hi != c->hi) {
+        conn_fail(r, c, "bad WEIGHTS");
+        return;
+    }
+    conn_set_state(r, c, REMOTE_CONN_READY);
+    c->want_min = 0;
+    if (w.not_modified) {
+        if (!c->have || w.version != c->version) {
+            /* nothing cached to reuse: ask again for the current weights */
+            c->have = 0;
+            return;
+        }
+    } else {
+        proto_floats_decode(r->cache + c->lo, w.raw, c->hi - c->lo);
+        c->version = w.version;
+        c->have = 1;
+    }
+    c->op_done = 1;
+}
+
+static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
+{
+    proto_ack a;
+    if (proto_ack_decode(f, &a) != 0 || a.seq != c->push_seq) {
+        conn_fail(r, c, "bad ACK");
+        return;
+    }
+    conn_set_state(r, c, REMOTE_CONN_READY);
+    c->push_seq = 0;
+    c->op_done = 1;
+    switch (a.status) {
+    case PROTO_ACK_APPLIED:
+        c->n_applied++;
+        break;
+    case PROTO_ACK_WAITING:
+        c->n_waiting++;
+        c->want_min = a.version + 1; /* the version the round will produce */
+        break;
+    case PROTO_ACK_STALE:
+        c->n_stale++;
+        remote_log(r, REMOTE_LOG_DEBUG, "shard %d: push seq %llu at version %llu was stale (now %llu)",
+                   c->shard, (unsigned long long)a.seq, (unsigned long long)c->version,
+                   (unsigned long long)a.version);
+        break;
+    case PROTO_ACK_DUPLICATE:
+    default:
+        c->n_dup++;
+        remote_log(r, REMOTE_LOG_DEBUG, "shard %d: push seq %llu was a duplicate", c->shard,
+                   (unsigned long long)a.seq);
+        break;
+    }
+}
+
+static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
+{
+    if ((c->state != REMOTE_CONN_HELLO && c->state != REMOTE_CONN_WAIT) ||
+        f->hdr.request_id != c->wait_req) {
+        char why[128];
+        snprintf(why, sizeof why, "unexpected %s (request %u) in state %s",
+                 proto_msg_name(f->hdr.type), f->hdr.request_id, state_names[c->state]);
+        conn_fail(r, c, why);
+        return;
+    }
+    int t = f->hdr.type;
+    if (t == PROTO_MSG_ERROR) {
+        conn_on_error(r, c, f);
+        return;
+    }
+    if (c->state == REMOTE_CONN_HELLO && t == PROTO_MSG_WELCOME) {
+        conn_on_welcome(r, c, f);
+        return;
+    }
+    if (c->state == REMOTE_CONN_WAIT) {
+        if (c->op == REMOTE_OP_PULL && t == PROTO_MSG_WEIGHTS) {
+            conn_on_weights(r, c, f);
+            return;
+        }
+        if (c->op == REMOTE_OP_PUSH && t == PROTO_MSG_ACK) {
+            conn_on_ack(r, c, f);
+            return;
+        }
+        if (c->op == REMOTE_OP_REPORT && t == PROTO_MSG_OK) {
+            conn_set_state(r, c, REMOTE_CONN_READY);
+            c->op_done = 1;
+            return;
+        }
+    }
+    char why[128];
+    snprintf(why, sizeof why, "unexpected %s in state %s", proto_msg_name(t),
+             state_names[c->state]);
+    conn_fail(r, c, why);
+}
+
+/* Read what is there and handle every whole frame. */
+static void conn_read(remote *r, remote_conn *c, uint8_t *buf)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, RECV_CHUNK, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            conn_fail(r, c, n == 0 ? "the shard closed the connection" : strerror(errno));
+            return;
+        }
+        const uint8_t *p = buf;
+        size_t left = (size_t)n;
+        while (left > 0 && c->fd >= 0) {
+            size_t used = 0;
+            proto_frame f;
+            int rc = proto_decoder_feed(&c->dec, p, left, &used, &f);
+            if (rc < 0) {
+                char why[128];
+                snprintf(why, sizeof why, "bad frame from the shard: %s", proto_strerror(rc));
+                conn_fail(r, c, why);
+                return;
+            }
+            p += used;
+            left -= used;
+            if (rc == 1)
+                conn_on_frame(r, c, &f);
+            if (r->fatal)
+                return;
+        }
+        if (c->fd < 0)
+            return;
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+/* Run the call set up in every connection's op until all are done.
+ * timeout_s > 0 bounds it.  Returns 0, REMOTE_STOPPED, or -1 with a message. */
+static int remote_run(remote *r, double timeout_s, char *err, size_t errlen)
+{
+    uint8_t *buf = malloc(RECV_CHUNK);
+    struct pollfd *pfd = calloc((size_t)r->nshards, sizeof *pfd);
+    int *who = calloc((size_t)r->nshards, sizeof *who);
+    int ret = -1;
+    if (!buf || !pfd || !who) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    double end = timeout_s > 0 ? now_s() + timeout_s : 0;
+    for (;;) {
+        if (r->stop && *r->stop) {
+            snprintf(err, errlen, "stopped");
+            ret = REMOTE_STOPPED;
+            goto out;
+        }
+        if (r->fatal) {
+            snprintf(err, errlen, "%s", r->fatal_msg);
+            goto out;
+        }
+        double now = now_s();
+        int all = 1;
+        double wake = now + POLL_CAP_MS / 1000.0;
+        for (int i = 0; i < r->nshards; i++) {
+            remote_conn *c = &r->c[i];
+            if (c->op == REMOTE_OP_NONE || c->op_done)
+                continue;
+            if (c->state == REMOTE_CONN_DOWN && now >= c->retry_at)
+                conn_start(r, c);
+            if (c->state == REMOTE_CONN_CONNECTING && now >= c->deadline)
+                conn_fail(r, c, "connect timed out");
+            if (c->state == REMOTE_CONN_READY && !c->op_done)
+                conn_issue(r, c);
+            if (r->fatal)
+                break;
+            if (c->state == REMOTE_CONN_DOWN && c->retry_at < wake)
+                wake = c->retry_at;
+            if (!c->op_done)
+                all = 0;
+        }
+        if (r->fatal)
+            continue;
+        if (all) {
+            ret = 0;
+            goto out;
+        }
+        if (end > 0 && now >= end) {
+            int i = 0;
+            while (i < r->nshards && (r->c[i].op == REMOTE_OP_NONE || r->c[i].op_done))
+                i++;
+            remote_conn *c = &r->c[i < r->nshards ? i : 0];
+            snprintf(err, errlen, "shard %d (%s:%d, node %s) not reachable within %.0f s",
+                     c->shard, c->host, c->port, c->node, timeout_s);
+            goto out;
+        }
+        int n = 0;
+        for (int i = 0; i < r->nshards; i++) {
+            remote_conn *c = &r->c[i];
+            if (c->fd < 0)
+                continue;
+            pfd[n].fd = c->fd;
+            pfd[n].events = POLLIN;
+            if (c->state == REMOTE_CONN_CONNECTING || c->out_pos < c->out_len)
+                pfd[n].events |= POLLOUT;
+            pfd[n].revents = 0;
+            who[n++] = i;
+        }
+        int ms = (int)((wake - now) * 1000.0) + 1;
+        if (ms < 0)
+            ms = 0;
+        if (ms > POLL_CAP_MS)
+            ms = POLL_CAP_MS;
+        int pr = poll(pfd, (nfds_t)n, ms);
+        if (pr < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            goto out;
+        }
+        if (pr <= 0)
+            continue;
+        for (int k = 0; k < n; k++) {
+            remote_conn *c = &r->c[who[k]];
+            short ev = pfd[k].revents;
+            if (!ev || c->fd != pfd[k].fd)
+                continue;
+            if (c->state == REMOTE_CONN_CONNECTING) {
+                conn_connected(r, c);
+                continue;
+            }
+            if ((ev & POLLOUT) && conn_flush(c) != 0) {
+                conn_fail(r, c, "connection lost while sending");
+                continue;
+            }
+            if (ev & (POLLIN | POLLHUP | POLLERR))
+                conn_read(r, c, buf);
+            if (r->fatal)
+                break;
+        }
+    }
+out:
+    free(buf);
+    free(pfd);
+    free(who);
+    return ret;
+}
+
+/* Set every connection's op (or only shard `only`'s if >= 0). */
+static void ops_set(remote *r, remote_op op, int only)
+{
+    for (int i = 0; i < r->nshards; i++) {
+        r->c[i].op = only < 0 || only == i ? op : REMOTE_OP_NONE;
+        r->c[i].op_done = 0;
+    }
+}
+
+/* ------------------------------------------------------------ backend */
+
+static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err,
+                          size_t errlen)
+{
+    remote *r = ctx;
+    ops_set(r, REMOTE_OP_PULL, -1);
+    int rc = remote_run(r, 0, err, errlen);
+    if (rc != 0)
+        return -1;
+    memcpy(params, r->cache, r->nparams * sizeof(float));
+    *version = r->c[0].version;
+    return 0;
+}
+
+static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long step,
+                          int samples, char *err, size_t errlen)
+{
+    remote *r = ctx;
+    r->push_grad = grad;
+    r->push_step = step;
+    r->push_samples = samples > 0 ? samples : 1;
+    for (int i = 0; i < r->nshards; i++)
+        r->c[i].push_seq = 0;
+    ops_set(r, REMOTE_OP_PUSH, -1);
+    int rc = remote_run(r, 0, err, errlen);
+    r->push_grad = NULL;
+    return rc == 0 ? 0 : -1;
+}
+
+param_backend remote_backend(remote *r)
+{
+    param_backend be = {r, remote_pull_cb, remote_push_cb};
+    return be;
+}
+
+int remote_connect(remote *r, double timeout_s, char *err, size_t errlen)
+{
+    ops_set(r, REMOTE_OP_CONNECT, -1);
+    for (int i = 0; i < r->nshards; i++)
+        if (r->c[i].state >= REMOTE_CONN_READY)
+            r->c[i].op_done = 1;
+    return remote_run(r, timeout_s, err, errlen);
+}
+
+int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen)
+{
+    r->report = *rep;
+    ops_set(r, REMOTE_OP_REPORT, 0);
+    return remote_run(r, 0, err, errlen);
+}
+
+uint64_t remote_version(const remote *r)
+{
+    return r->nshards > 0 ? r->c[0].version : 0;
+}
+
+int remote_init(remote *r, const placement *p, const placement_node *me, const cnn_model *m,
+                volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->node_id, sizeof r->node_id, "%s", me->id);
+    snprintf(r->model, sizeof r->model, "%s", m->name);
+    r->nparams = m->nparams;
+    r->mode = p->job.mode;
+    r->stop = stop;
+    /* The jitter only spreads reconnects of many workers apart; it does not
+     * touch training, so a per-process seed is fine here. */
+    r->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(now_s() * 1e9) ^ 0x9e3779b97f4a7c15ull;
+    if (r->rng == 0)
+        r->rng = 1;
+    if (p->nshards < 1) {
+        snprintf(err, errlen, "%s: no ps shards", p->source);
+        return -1;
+    }
+    size_t maxf = proto_max_floats(0);
+    r->c = calloc((size_t)p->nshards, sizeof *r->c);
+    r->cache = calloc(m->nparams, sizeof(float));
+    if (!r->c || !r->cache) {
+        remote_free(r);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    r->nshards = p->nshards;
+    for (int s = 0; s < p->nshards; s++) {
+        remote_conn *c = &r->c[s];
+        c->fd = -1;
+        proto_decoder_init(&c->dec, 0);
+        c->next_req = 1;
+        const placement_node *n = placement_shard_node(p, s);
+        if (!n) {
+            remote_free(r);
+            snprintf(err, errlen, "%s: shard %d has no node", p->source, s);
+            return -1;
+        }
+        c->shard = s;
+        snprintf(c->node, sizeof c->node, "%s", n->id);
+        snprintf(c->host, sizeof c->host, "%s", n->host);
+        c->port = n->port;
+        c->lo = n->lo;
+        c->hi = n->hi;
+        if (c->hi - c->lo > maxf) {
+            remote_free(r);
+            snprintf(err, errlen, "%s: shard %d holds %zu floats, more than one frame carries (%zu)",
+                     p->source, s, c->hi - c->lo, maxf);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void remote_free(remote *r)
+{
+    if (r->c) {
+        for (int i = 0; i < r->nshards; i++) {
+            remote_conn *c = &r->c[i];
+            if (c->fd >= 0)
+                close(c->fd);
+            proto_decoder_free(&c->dec);
+            free(c->out);
+        }
+    }
+    if (r->verbose && r->c)
+        for (int i = 0; i < r->nshards; i++)
+            remote_log(r, REMOTE_LOG_DEBUG,
+                       "shard %d: %llu applied, %llu waiting, %llu stale, %llu duplicate, %llu "
+                       "reconnects",
+                       i, (unsigned long long)r->c[i].n_applied,
+                       (unsigned long long)r->c[i].n_waiting, (unsigned long long)r->c[i].n_stale,
+                       (unsigned long long)r->c[i].n_dup, (unsigned long long)r->c[i].n_reconnects);
+    free(r->c);
+    free(r->cache);
+    memset(r, 0, sizeof(*r));
+}

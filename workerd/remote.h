@@ -1,0 +1,146 @@
+/* remote.h - the distributed worker's parameter backend: one connection per
+ * psd shard, spoken to with the real codec (proto/).
+ *
+ * Sockets are non-blocking and driven by one poll() loop, so a pull sends a
+ * PULL to every shard at once and gathers the WEIGHTS as they come, and a
+ * push sends every shard its slice of the gradient at once and waits for all
+ * the ACKs.  A connection that breaks (or a shard that is not up yet) is
+ * retried with exponential back-off (100 ms doubling to 5 s, +-25% jitter),
+ * says HELLO again and carries on from the shard's current version; the
+ * other shards' requests go on meanwhile.
+ *
+ * Modes: sync pulls after a WAITING ack ask for the next version
+ * (min_version = v + 1), which the shard answers when the round completes;
+ * ssp's held ACK is simply waited for; STALE and DUPLICATE acks are counted
+ * and logged at DEBUG, never fatal.  The trainer's single `version` is not
+ * used: each shard's version is kept here and pushed as that shard's
+ * base_version.
+ *
+ * Library code: nothing exits; a stop request (the caller's flag, set by a
+ * signal handler) makes the current call return REMOTE_STOPPED.
+ */
+#ifndef PSD_WORKERD_REMOTE_H
+#define PSD_WORKERD_REMOTE_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnn.h"
+#include "placement.h"
+#include "proto.h"
+#include "trainer.h"
+
+#define REMOTE_STOPPED (-2)       /* a call's return: *stop was set */
+#define REMOTE_BACKOFF_MIN_MS 100 /* first retry delay */
+#define REMOTE_BACKOFF_MAX_MS 5000
+#define REMOTE_CONNECT_MS 3000    /* one connect attempt gives up after this */
+
+typedef enum remote_log_level {
+    REMOTE_LOG_DEBUG = 0,
+    REMOTE_LOG_INFO,
+    REMOTE_LOG_WARN,
+    REMOTE_LOG_ERROR,
+    REMOTE_LOG_LEVEL_MAX
+} remote_log_level;
+
+typedef enum remote_conn_state {
+    REMOTE_CONN_DOWN = 0,   /* no socket; next attempt at retry_at */
+    REMOTE_CONN_CONNECTING, /* non-blocking connect() in progress */
+    REMOTE_CONN_HELLO,      /* HELLO sent, waiting for WELCOME */
+    REMOTE_CONN_READY,      /* idle */
+    REMOTE_CONN_WAIT,       /* a request sent, waiting for its reply */
+    REMOTE_CONN_STATE_MAX
+} remote_conn_state;
+
+typedef enum remote_op {
+    REMOTE_OP_NONE = 0,  /* this connection takes no part in the call */
+    REMOTE_OP_CONNECT,   /* done when connected and welcomed */
+    REMOTE_OP_PULL,      /* done when its WEIGHTS arrived */
+    REMOTE_OP_PUSH,      /* done when its ACK arrived */
+    REMOTE_OP_REPORT,    /* done when its OK arrived */
+    REMOTE_OP_MAX
+} remote_op;
+
+/* One shard's connection. */
+typedef struct remote_conn {
+    int shard;
+    char node[PLACEMENT_ID_MAX + 1]; /* the shard's node id */
+    char host[PLACEMENT_HOST_MAX + 1];
+    int port;
+    size_t lo, hi;                   /* the shard's range */
+    int fd;                          /* -1 when down */
+    remote_conn_state state;
+    proto_decoder dec;
+    uint8_t *out;                    /* the frame being sent (owned) */
+    size_t out_len, out_pos, out_cap;
+    uint32_t next_req, wait_req;
+    double deadline;                 /* CONNECTING: give up at this time */
+    /* parameters */
+    uint64_t version;                /* version of the slice in the cache */
+    int have;                        /* the cache holds this shard's slice */
+    uint64_t want_min;               /* sync: min_version of the next PULL (0: now) */
+    uint64_t seq;                    /* last PUSH seq used (or the shard's last_seq) */
+    uint64_t push_seq;               /* seq of the PUSH in flight, 0 if none */
+    /* the current call */
+    remote_op op;
+    int op_done;
+    /* back-off */
+    double retry_at;
+    int backoff_ms;                  /* 0: connected or never failed */
+    int logged_ms;                   /* back-off level last logged */
+    /* counters */
+    uint64_t n_applied, n_waiting, n_stale, n_dup, n_reconnects;
+} remote_conn;
+
+/* The backend: every shard of one placement. */
+typedef struct remote {
+    char node_id[PLACEMENT_ID_MAX + 1]; /* this worker's id (HELLO) */
+    char model[CNN_NAME_MAX];
+    size_t nparams;
+    placement_mode mode;
+    int nshards;
+    remote_conn *c;                     /* nshards (owned) */
+    float *cache;                       /* nparams: the weights last pulled (owned) */
+    volatile sig_atomic_t *stop;        /* the caller's stop flag (may be NULL) */
+    int verbose;                        /* log DEBUG lines */
+    uint64_t rng;                       /* jitter only (xorshift) */
+    /* arguments of the call in progress */
+    const float *push_grad;
+    long push_step;
+    int push_samples;
+    proto_report report;
+    int fatal;                          /* a configuration mismatch: give up */
+    char fatal_msg[1024];
+} remote;
+
+/* Set up (without connecting) a backend for worker `me` of placement p,
+ * whose model is m.  stop, if not NULL, is polled: once non-zero every call
+ * returns REMOTE_STOPPED.  Returns 0, or -1 with a message. */
+int remote_init(remote *r, const placement *p, const placement_node *me, const cnn_model *m,
+                volatile sig_atomic_t *stop, char *err, size_t errlen);
+
+/* Close every connection and free what r owns. */
+void remote_free(remote *r);
+
+/* Connect to every shard and say HELLO, retrying with back-off; timeout_s >
+ * 0 gives up after that many seconds (0: keep trying).  Returns 0,
+ * REMOTE_STOPPED, or -1 with a message (timeout, model or range mismatch). */
+int remote_connect(remote *r, double timeout_s, char *err, size_t errlen);
+
+/* The param_backend over r (r must outlive it).  pull/push return -1 with
+ * "stopped" in err when the stop flag was set (check the flag). */
+param_backend remote_backend(remote *r);
+
+/* Send REPORT to shard 0 and wait for its OK.  Returns 0, REMOTE_STOPPED or
+ * -1 with a message. */
+int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen);
+
+/* Shard 0's version as last seen (for the printed learning rate). */
+uint64_t remote_version(const remote *r);
+
+/* One line "workerd[node] LEVEL message" on stderr (DEBUG only if verbose). */
+void remote_log(const remote *r, remote_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
