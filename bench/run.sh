@@ -6,8 +6,12 @@
 #  2. Accuracy: lenet after 3 epochs on ../shared/data/mnist (if present) and
 #     on Debian's Fashion-MNIST (if installed).
 #
+#  3. psd under load (bench/load.sh): pushes/s, GB/s, pull p50/p99, peak
+#     RSS with 256 idle workers.
+#
 # Environment: BENCH_SECONDS (per speed measurement, default 6),
-# BENCH_SKIP_ACCURACY=1 to skip part 2.
+# BENCH_SKIP_LOAD=1 / BENCH_SKIP_ACCURACY=1 to skip part 3 / 2,
+# LOAD_SECONDS per load scenario.
 set -u
 BIN=${1:-bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +46,12 @@ END {
     }
     for (p in peak) printf "FMA peak %s: %.1f GFLOP/s\n", p, peak[p]
 }' "$out"
+
+if [ "${BENCH_SKIP_LOAD:-0}" != 1 ]; then
+    echo
+    echo "== psd under load: one lenet shard over loopback (bench/load.sh)"
+    "$HERE/load.sh" "$BIN" || echo "load.sh: FAILED (a protocol check or psd failed; see above)"
+fi
 
 if [ "${BENCH_SKIP_ACCURACY:-0}" = 1 ]; then exit 0; fi
 

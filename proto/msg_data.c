@@ -63,30 +63,59 @@ int proto_pull_decode(const proto_frame *f, proto_pull *out)
 /* --------------------------------------------------------------- WEIGHTS */
 
 /* Encode a WEIGHTS frame. */
-int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *buf, size_t cap,
-                         size_t *len)
+int proto_weights_encode_head(const proto_weights *m, uint32_t request_id, uint8_t *buf,
+                              size_t cap, size_t *len, size_t *nfloats)
 {
     *len = 0;
+    *nfloats = 0;
     if (m->hi <= m->lo)
         return PROTO_ERR_INVALID;
     size_t n = 0;
     if (!m->not_modified) {
-        if (!m->values)
-            return PROTO_ERR_INVALID;
         n = slice_fits(m->lo, m->hi, PROTO_WEIGHTS_FIXED);
         if (n == 0)
             return PROTO_ERR_TOO_LARGE;
     }
-    int rc = proto_frame_start(buf, cap, len, PROTO_MSG_WEIGHTS,
+    size_t whole;
+    int rc = proto_frame_start(NULL, 0, &whole, PROTO_MSG_WEIGHTS,
                                m->not_modified ? PROTO_FLAG_NOT_MODIFIED : 0, request_id,
                                PROTO_WEIGHTS_FIXED + 4 * n);
+    if (rc != PROTO_ERR_NOSPACE)
+        return rc;
+    *len = PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED;
+    *nfloats = n;
+    if (!buf || cap < *len)
+        return PROTO_ERR_NOSPACE;
+    rc = proto_header_encode(buf, PROTO_MSG_WEIGHTS,
+                             m->not_modified ? PROTO_FLAG_NOT_MODIFIED : 0, request_id,
+                             PROTO_WEIGHTS_FIXED + 4 * n);
     if (rc)
         return rc;
     uint8_t *p = buf + PROTO_FRAME_OVERHEAD;
     proto_put_be64(p, m->version);
     proto_put_be64(p + 8, m->lo);
     proto_put_be64(p + 16, m->hi);
-    proto_floats_encode(p + PROTO_WEIGHTS_FIXED, m->values, n);
+    return 0;
+}
+
+int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *buf, size_t cap,
+                         size_t *len)
+{
+    size_t head, n;
+    if (!m->not_modified && !m->values) {
+        *len = 0;
+        return PROTO_ERR_INVALID;
+    }
+    int rc = proto_weights_encode_head(m, request_id, NULL, 0, &head, &n);
+    if (rc != PROTO_ERR_NOSPACE)
+        return rc;
+    *len = head + 4 * n;
+    if (!buf || cap < *len)
+        return PROTO_ERR_NOSPACE;
+    rc = proto_weights_encode_head(m, request_id, buf, cap, &head, &n);
+    if (rc)
+        return rc;
+    proto_floats_encode(buf + head, m->values, n);
     return 0;
 }
 

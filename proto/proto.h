@@ -404,6 +404,14 @@ int proto_pull_decode(const proto_frame *f, proto_pull *out);
 /* Encode m as a WEIGHTS frame (flag NOT_MODIFIED and no floats if
  * m->not_modified).  Returns 0, PROTO_ERR_INVALID (hi <= lo, values NULL),
  * PROTO_ERR_TOO_LARGE, or PROTO_ERR_NOSPACE with *len the size needed. */
+/* The WEIGHTS frame without its floats: writes the PROTO_FRAME_OVERHEAD +
+ * PROTO_WEIGHTS_FIXED bytes that precede them (*len) and sets *nfloats to
+ * how many little-endian floats (proto_floats_encode) must follow on the
+ * wire; for senders that write the floats from a buffer of their own (zero
+ * copy).  m->values is not read.  Same errors as proto_weights_encode. */
+int proto_weights_encode_head(const proto_weights *m, uint32_t request_id, uint8_t *buf,
+                              size_t cap, size_t *len, size_t *nfloats);
+
 int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *buf, size_t cap,
                          size_t *len);
 

@@ -122,10 +122,23 @@ typedef struct ps_conn {
     proto_ack park_ack;
 } ps_conn;
 
+/* The shard's weights at one version, encoded for the wire once and shared
+ * by every WEIGHTS reply of that version (zero copy: each reply writes its
+ * own 40-byte head, then points into this).  Freed when the server and
+ * every write holding it have let go. */
+typedef struct ps_snap {
+    unsigned refs;
+    uint64_t version;
+    size_t nfloats;            /* the shard's hi - lo */
+    uint8_t data[];            /* nfloats little-endian floats */
+} ps_snap;
+
 struct ps_write {
     uv_write_t req;            /* req.data = the connection */
     size_t len;                /* bytes of data to write */
     size_t cap;                /* bytes allocated for data */
+    ps_snap *snap;             /* then snap_len bytes of snap->data from snap_off, or NULL */
+    size_t snap_off, snap_len;
     uint8_t data[];
 };
 
@@ -138,6 +151,7 @@ struct psd_server {
     uv_signal_t sigterm, sigint;
     char tag[32];
     ps_shard shard;
+    ps_snap *snap;             /* the weights as last sent, or NULL (one ref) */
     size_t n;                  /* hi - lo */
     char ckpt_path[4096];
     ps_conn *conns;
@@ -269,13 +283,45 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status)
         conn_close(c);
 }
 
+static void snap_release(ps_snap *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
+/* The snapshot of the shard's current version (made now if the last one is
+ * older), or NULL if out of memory.  The caller takes a reference. */
+static ps_snap *snap_current(psd_server *s)
+{
+    if (s->snap && s->snap->version == s->shard.version)
+        return s->snap;
+    snap_release(s->snap);
+    size_t n = s->shard.hi - s->shard.lo;
+    s->snap = malloc(sizeof(ps_snap) + 4 * n);
+    if (!s->snap)
+        return NULL;
+    s->snap->refs = 1;
+    s->snap->version = s->shard.version;
+    s->snap->nfloats = n;
+    proto_floats_encode(s->snap->data, s->shard.w, n);
+    return s->snap;
+}
+
+/* Free a write and let go of its snapshot. */
+static void write_free(ps_write *w)
+{
+    if (w)
+        snap_release(w->snap);
+    free(w);
+}
+
 static void conn_write_cb(uv_write_t *req, int status)
 {
     ps_write *w = (ps_write *)req;
     ps_conn *c = req->data;
-    c->out_bytes -= w->len;
+    c->out_bytes -= w->len + w->snap_len;
     c->nwrites--;
-    free(w);
+    write_free(w);
     if (c->state == PS_CONN_CLOSED)
         return;
     if (status < 0) {
@@ -303,22 +349,25 @@ static void conn_write_cb(uv_write_t *req, int status)
 static void conn_send(ps_conn *c, ps_write *w)
 {
     if (c->state == PS_CONN_CLOSED || c->state == PS_CONN_DRAINING) {
-        free(w);
+        write_free(w);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    uv_buf_t b[2] = { uv_buf_init((char *)w->data, (unsigned)w->len) };
+    unsigned nb = 1;
+    if (w->snap)
+        b[nb++] = uv_buf_init((char *)w->snap->data + w->snap_off, (unsigned)w->snap_len);
     w->req.data = c;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, conn_write_cb);
     if (rc != 0) {
         ps_log(c->srv, PS_LOG_INFO, "conn %llu %s: write: %s", (unsigned long long)c->id,
                c->addr, uv_strerror(rc));
-        free(w);
+        write_free(w);
         conn_close(c);
         return;
     }
-    c->out_bytes += w->len;
+    c->out_bytes += w->len + w->snap_len;
     c->nwrites++;
-    c->srv->bytes_out += w->len;
+    c->srv->bytes_out += w->len + w->snap_len;
 }
 
 static ps_write *write_new(size_t cap)
@@ -327,6 +376,8 @@ static ps_write *write_new(size_t cap)
     if (w) {
         w->len = 0;
         w->cap = cap;
+        w->snap = NULL;
+        w->snap_off = w->snap_len = 0;
     }
     return w;
 }
@@ -339,7 +390,7 @@ static void conn_flush(ps_conn *c)
     if (b && b->len > 0)
         conn_send(c, b);
     else
-        free(b);
+        write_free(b);
 }
 
 /* Room for len bytes of output: in the batch if they fit, else (after
@@ -369,7 +420,7 @@ static void conn_commit(ps_conn *c, size_t len, int ok)
         if (ok)
             conn_send(c, w);
         else
-            free(w);
+            write_free(w);
     } else if (ok && c->batch) {
         c->batch->len += len;
     }
@@ -511,6 +562,9 @@ static ps_worker *worker_add(psd_server *s, const char *id)
 
 /* ------------------------------------------------------------ modes */
 
+/* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range): a
+ * 40-byte head of its own, then the floats straight from the shared
+ * snapshot of this version, written by the kernel from there. */
 static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
 {
     psd_server *s = c->srv;
@@ -518,11 +572,32 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     m.version = s->shard.version;
     m.lo = p->lo;
     m.hi = p->hi;
-    if (p->min_version > s->shard.version)
-        m.not_modified = 1;
-    else
-        m.values = s->shard.w + (p->lo - s->shard.lo);
-    CONN_SEND_MSG(c, proto_weights_encode(&m, req, buf_, cap_, &len_));
+    m.not_modified = p->min_version > s->shard.version;
+    size_t head, n;
+    int rc = proto_weights_encode_head(&m, req, NULL, 0, &head, &n);
+    ps_snap *snap = NULL;
+    ps_write *w = NULL;
+    if (rc == PROTO_ERR_NOSPACE && n > 0 && !(snap = snap_current(s)))
+        rc = PROTO_ERR_NOMEM;
+    else if (rc == PROTO_ERR_NOSPACE && !(w = write_new(head)))
+        rc = PROTO_ERR_NOMEM;
+    if (w)
+        rc = proto_weights_encode_head(&m, req, w->data, head, &head, &n);
+    if (rc != 0) {
+        free(w);
+        ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: %s", proto_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    w->len = head;
+    if (n > 0) {
+        snap->refs++;
+        w->snap = snap;
+        w->snap_off = 4 * (size_t)(p->lo - s->shard.lo);
+        w->snap_len = 4 * n;
+    }
+    conn_flush(c); /* replies stay in order */
+    conn_send(c, w);
 }
 
 static void send_ack(ps_conn *c, uint32_t req, const proto_ack *a)
@@ -1387,6 +1462,8 @@ static void ps_free(psd_server *s)
     }
     free(s->workers);
     free(s->gbuf);
+    snap_release(s->snap);
+    s->snap = NULL;
     ps_shard_free(&s->shard);
 }
 

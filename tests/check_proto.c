@@ -1538,6 +1538,41 @@ START_TEST(test_guard_page_payloads)
 }
 END_TEST
 
+/* The head encoder plus the floats written separately is byte for byte the
+ * whole WEIGHTS frame (what psd sends without copying the weights). */
+START_TEST(test_weights_head_zero_copy)
+{
+    float v[37];
+    for (int i = 0; i < 37; i++)
+        v[i] = (float)i * 0.25f - 3.0f;
+    proto_weights m = {0};
+    m.version = 99;
+    m.lo = 1000;
+    m.hi = 1037;
+    m.values = v;
+    uint8_t whole[256], split[256];
+    size_t wl, hl, n;
+    ck_assert_int_eq(proto_weights_encode(&m, 7, whole, sizeof(whole), &wl), 0);
+    ck_assert_int_eq(proto_weights_encode_head(&m, 7, NULL, 0, &hl, &n), PROTO_ERR_NOSPACE);
+    ck_assert_uint_eq(hl, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED);
+    ck_assert_uint_eq(n, 37);
+    ck_assert_int_eq(proto_weights_encode_head(&m, 7, split, hl, &hl, &n), 0);
+    proto_floats_encode(split + hl, v, n);
+    ck_assert_uint_eq(hl + 4 * n, wl);
+    ck_assert_mem_eq(split, whole, wl);
+    /* not modified: no floats follow */
+    m.not_modified = 1;
+    ck_assert_int_eq(proto_weights_encode(&m, 7, whole, sizeof(whole), &wl), 0);
+    ck_assert_int_eq(proto_weights_encode_head(&m, 7, split, sizeof(split), &hl, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_uint_eq(hl, wl);
+    ck_assert_mem_eq(split, whole, wl);
+    m.hi = m.lo;
+    ck_assert_int_eq(proto_weights_encode_head(&m, 7, split, sizeof(split), &hl, &n),
+                     PROTO_ERR_INVALID);
+}
+END_TEST
+
 Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -1550,6 +1585,7 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_round_trip_all);
     tcase_add_test(tc, test_round_trip_variants);
     tcase_add_test(tc, test_lenet_sized_weights);
+    tcase_add_test(tc, test_weights_head_zero_copy);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("stream");
