@@ -98,35 +98,11 @@ static void cluster_teardown(void)
 }
 
 /* Start $PSD_BIN/<prog> with args (NULL-terminated); stdout and stderr go
- * to the file log. */
+ * to the file log.  The pid is tracked for teardown. */
 static pid_t spawn(const char *prog, const char *const *args, const char *log)
 {
-    const char *bin = getenv("PSD_BIN");
-    char path[FIXTURES_PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", bin && *bin ? bin : "bin", prog);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = path;
-    for (int i = 0; args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(path, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
-        _exit(127);
-    }
+    pid_t pid = psc_spawn(prog, args, log, log);
+    ck_assert_int_gt(pid, 0);
     pid_track(pid);
     return pid;
 }

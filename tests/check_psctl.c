@@ -87,36 +87,10 @@ static int wait_exit(pid_t pid, int ms)
     }
 }
 
-/* Start $PSD_BIN/<prog> with args (NULL-terminated) and stdout/stderr
- * redirected to the files given (appended).  Returns the pid. */
 static pid_t spawn(const char *prog, const char *const *args, const char *out, const char *err)
 {
-    const char *bin = getenv("PSD_BIN");
-    char path[FIXTURES_PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", bin && *bin ? bin : "bin", prog);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = path;
-    for (int i = 0; args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fo = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int fe = open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fo >= 0)
-            dup2(fo, 1);
-        if (fe >= 0)
-            dup2(fe, 2);
-        execv(path, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
-        _exit(127);
-    }
+    pid_t pid = psc_spawn(prog, args, out, err);
+    ck_assert_int_gt(pid, 0);
     return pid;
 }
 

@@ -94,36 +94,11 @@ static void daemon_init(daemon_t *d, const char *mode, const char *job_extra)
         }
 }
 
-/* Start bin/psd with argv[1..] = args (NULL-terminated); stderr and stdout
- * go to d->log (appended).  Returns the pid. */
+/* Start $PSD_BIN/psd with args; stdout and stderr go to d->log. */
 static pid_t spawn(daemon_t *d, const char *const *args)
 {
-    const char *bin = getenv("PSD_BIN");
-    char path[FIXTURES_PATH_MAX];
-    snprintf(path, sizeof path, "%s/psd", bin && *bin ? bin : "bin");
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = path;
-    for (int i = 0; args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(path, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
-        _exit(127);
-    }
+    pid_t pid = psc_spawn("psd", args, d->log, d->log);
+    ck_assert_int_gt(pid, 0);
     return pid;
 }
 

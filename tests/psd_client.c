@@ -3,6 +3,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/prctl.h>
+#include <stdio.h>
+#include <signal.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -307,4 +311,36 @@ double psc_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+pid_t psc_spawn(const char *prog, const char *const *args, const char *out, const char *err)
+{
+    const char *bin = getenv("PSD_BIN");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", bin && *bin ? bin : "bin", prog);
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = path;
+    for (int i = 0; args[i] && n < 31; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    int fo = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fo >= 0)
+        dup2(fo, 1);
+    int fe = strcmp(out, err) == 0 ? -1 : open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fe >= 0 ? fe : fo, 2);
+    if (fo > 2)
+        close(fo);
+    if (fe > 2)
+        close(fe);
+    execv(path, (char *const *)argv);
+    fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
+    _exit(127);
 }

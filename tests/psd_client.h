@@ -11,6 +11,7 @@
 #define PSD_TESTS_PSD_CLIENT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "proto.h"
@@ -39,6 +40,12 @@ int psc_free_port(void);
 
 /* Seconds on a monotonic clock. */
 double psc_now(void);
+
+/* Start $PSD_BIN/<prog> (default bin/) with args (NULL-terminated, at most
+ * 30), stdout appended to the file out and stderr to err (may be the same
+ * path).  The child dies with the test process (PR_SET_PDEATHSIG).
+ * Returns the pid, or -1 if fork failed. */
+pid_t psc_spawn(const char *prog, const char *const *args, const char *out, const char *err);
 
 /* Send raw bytes.  Returns 0 or PSC_ERR_IO. */
 int psc_send_raw(psd_client *c, const void *buf, size_t len);
