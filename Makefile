@@ -9,6 +9,10 @@
 #   make test-arm64      cross-compile the engine and its tests for aarch64 and run
 #                        them under qemu-aarch64 (NEON path)
 #   make deps            install the Debian packages needed to build, test and run
+#   make demo            2 psd shards + 2 workerd on 127.0.0.1 train lenet, live progress
+#   make mnist           download the official MNIST files into data/mnist/ (needs internet)
+#   make install         install programs, systemd units, example placement
+#                        (PREFIX=/usr/local, DESTDIR=)
 #   make clean
 
 SHELL := /bin/bash
@@ -186,6 +190,63 @@ train: $(BIN)/workerd
 	$(BIN)/workerd --standalone $(TRAIN_ARGS) \
 	  --train-images $$d/train-images-idx3-ubyte.gz --train-labels $$d/train-labels-idx1-ubyte.gz \
 	  --test-images $$d/$$ti-images-idx3-ubyte.gz --test-labels $$d/$$ti-labels-idx1-ubyte.gz
+
+# ---------------------------------------------------------------- demo
+# The cluster of conf/placement.local.conf on this machine (conf/demo.sh):
+# live progress from psctl, the final accuracy; Ctrl-C stops everything.
+# DEMO_DATA=mnist|shared|fashion and DEMO_EPOCHS=N are passed through.
+.PHONY: demo
+demo: $(PROGRAMS)
+	@bash conf/demo.sh $(BIN)
+
+# The four official MNIST files from a public mirror into data/mnist/,
+# each checked against its published SHA-256 (needs internet).
+MNIST_MIRRORS ?= https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
+MNIST_SHA256 := \
+  train-images-idx3-ubyte.gz:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609 \
+  train-labels-idx1-ubyte.gz:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c \
+  t10k-images-idx3-ubyte.gz:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6 \
+  t10k-labels-idx1-ubyte.gz:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6
+.PHONY: mnist
+mnist:
+	@set -e; mkdir -p data/mnist; \
+	if command -v curl >/dev/null; then get="curl -fsSL --connect-timeout 15 --retry 2 -o"; \
+	elif command -v wget >/dev/null; then get="wget -q -T 15 -t 2 -O"; \
+	else echo "mnist: needs curl or wget"; exit 1; fi; \
+	for e in $(MNIST_SHA256); do f=$${e%%:*}; h=$${e#*:}; \
+	  if [ -f data/mnist/$$f ] && echo "$$h  data/mnist/$$f" | sha256sum -c --status; then \
+	    echo "mnist: data/mnist/$$f present, SHA-256 ok"; continue; fi; \
+	  ok=""; for m in $(MNIST_MIRRORS); do \
+	    echo "mnist: $$m/$$f"; \
+	    if $$get data/mnist/$$f.part $$m/$$f; then \
+	      if echo "$$h  data/mnist/$$f.part" | sha256sum -c --status; then \
+	        mv data/mnist/$$f.part data/mnist/$$f; ok=1; break; fi; \
+	      echo "mnist: $$f from $$m: SHA-256 mismatch (expected $$h), discarded"; \
+	    else echo "mnist: $$f: download from $$m failed (no network?)"; fi; \
+	    rm -f data/mnist/$$f.part; \
+	  done; \
+	  [ -n "$$ok" ] || { echo "mnist: FAILED: could not get $$f with the right SHA-256 from any mirror ($(MNIST_MIRRORS))"; exit 1; }; \
+	done; echo "mnist: the four files are in data/mnist/ (SHA-256 verified)"
+
+# ---------------------------------------------------------------- install
+# Programs to $(PREFIX)/bin, the systemd units (systemd/*.service.in with
+# @PREFIX@ substituted) to /lib/systemd/system (Debian's place for units of
+# installed packages; SYSTEMD_UNIT_DIR overrides), the example placement to
+# /etc/psd/placement.conf.example.  DESTDIR is prepended to every path.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+UNITS_IN := $(wildcard systemd/*.service.in)
+.PHONY: install
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)/etc/psd
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	@set -e; for u in $(UNITS_IN); do \
+	  out=$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$(basename $$u .in); \
+	  echo "sed 's|@PREFIX@|$(PREFIX)|g' $$u > $$out"; \
+	  sed 's|@PREFIX@|$(PREFIX)|g' $$u > $$out.tmp && chmod 0644 $$out.tmp && mv $$out.tmp $$out; \
+	done
+	install -m 0644 conf/placement.example.conf $(DESTDIR)/etc/psd/placement.conf.example
 
 # ---------------------------------------------------------------- bench
 BENCH_PROGRAMS := $(patsubst bench/%.c,$(BIN)/%,$(BENCH_SRC))
