@@ -35,7 +35,8 @@ static const char *const root_keys[] = { "job", "data", "nodes", NULL };
 static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "seed", "epochs",
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
-                                        "eval_every_s", "optimizer", NULL };
+                                        "eval_every_s", "target_accuracy", "augment_shift",
+                                        "optimizer", NULL };
 static const char *const optim_keys[] = { "lr", "momentum", "weight_decay", "schedule",
                                           "step_size", "gamma", "total_steps", "lr_min",
                                           "warmup_steps", NULL };
@@ -50,6 +51,7 @@ typedef struct pctx {
     const char *name; /* file name for messages */
     char *err;
     size_t errlen;
+    int evaluate_given; /* some worker has an "evaluate" field */
 } pctx;
 
 /* "<name>: <path>: <message>"; returns -1. */
@@ -629,6 +631,15 @@ static int parse_job(pctx *c, const cJSON *o, placement *p)
         return -1;
     if (r)
         j->eval_every_s = (long)ll;
+    double d;
+    if ((r = field_num(c, o, b, "target_accuracy", 0, 1, 100, "a percentage in (0, 100]", &d)) < 0)
+        return -1;
+    if (r)
+        j->target_accuracy = d;
+    if ((r = field_int(c, o, b, "augment_shift", 0, 8, &ll)) < 0)
+        return -1;
+    if (r)
+        j->augment_shift = (int)ll;
 
     optim_config_default(&j->opt);
     v = cJSON_GetObjectItemCaseSensitive(o, "optimizer");
@@ -805,8 +816,10 @@ static int parse_node(pctx *c, const cJSON *o, int i, placement_node *n, long lo
             return -1;
         if (r)
             n->part = (int)ll;
-        if (field_bool(c, o, b, "evaluate", &n->evaluate) < 0)
+        if ((r = field_bool(c, o, b, "evaluate", &n->evaluate)) < 0)
             return -1;
+        if (r)
+            c->evaluate_given = 1;
         if ((r = field_int(c, o, b, "threads", 1, 64, &ll)) < 0)
             return -1;
         if (r)
@@ -1044,7 +1057,13 @@ static int parse_nodes(pctx *c, const cJSON *arr, placement *p)
     if (!p->data.parts)
         p->data.parts = p->nworkers;
 
-    /* evaluation */
+    /* evaluation: by default the first worker, when there is a test set */
+    if (!c->evaluate_given && p->data.test_images)
+        for (i = 0; i < count; i++)
+            if (p->nodes[i].role == PLACEMENT_ROLE_WORKER) {
+                p->nodes[i].evaluate = 1;
+                break;
+            }
     int evaluators = 0;
     for (i = 0; i < count; i++) {
         if (!p->nodes[i].evaluate)
@@ -1057,9 +1076,13 @@ static int parse_nodes(pctx *c, const cJSON *arr, placement *p)
             goto out;
         }
     }
-    if (!evaluators && (p->job.eval_every_steps || p->job.eval_every_s)) {
-        perr(c, p->job.eval_every_steps ? "job.eval_every_steps" : "job.eval_every_s",
-             "set, but no worker has \"evaluate\": true");
+    if (!evaluators && (p->job.eval_every_steps || p->job.eval_every_s ||
+                        p->job.target_accuracy > 0)) {
+        perr(c,
+             p->job.eval_every_steps ? "job.eval_every_steps"
+             : p->job.eval_every_s   ? "job.eval_every_s"
+                                     : "job.target_accuracy",
+             "set, but no worker evaluates (no test set, or every \"evaluate\" is false)");
         goto out;
     }
     rc = 0;
@@ -1073,7 +1096,7 @@ out:
 int placement_ranges_compute(const placement *p, size_t nparams, size_t *lo, size_t *hi,
                              char *err, size_t errlen)
 {
-    pctx c = { p->source ? p->source : "placement", err, errlen };
+    pctx c = { p->source ? p->source : "placement", err, errlen, 0 };
     int S = p->nshards;
     if (S < 1 || !p->shard_node)
         return perr(&c, "shards", "no shards");
@@ -1173,7 +1196,7 @@ static int syntax_error(pctx *c, const char *text, size_t len, size_t pos, const
 int placement_parse(const char *text, size_t len, const char *name, placement *out, char *err,
                     size_t errlen)
 {
-    pctx c = { name ? name : "placement", err, errlen };
+    pctx c = { name ? name : "placement", err, errlen, 0 };
     placement p;
     char dir[4096] = "";
     const cJSON *job, *data, *nodes;

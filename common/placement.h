@@ -78,6 +78,8 @@ typedef struct placement_job {
     long barrier_timeout_ms;   /* sync: default 30000; 0 otherwise */
     long eval_every_steps;     /* 0: off */
     long eval_every_s;         /* 0: off */
+    double target_accuracy;    /* percent: the job ends when an evaluation reaches it; 0: off */
+    int augment_shift;         /* random shifts of training images, pixels (0: none) */
 } placement_job;
 
 typedef struct placement_data {

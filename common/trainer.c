@@ -96,12 +96,19 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
     size_t count = t->hi - t->lo;
     dataset_shuffle(t->order, count, t->lo, t->seed, (uint64_t)epoch);
     double t0 = trainer_now();
-    for (size_t off = 0; off < count; off += (size_t)t->batch) {
+    for (size_t off = 0; off < count && !t->finished; off += (size_t)t->batch) {
         if (max_steps > 0 && t->step >= max_steps)
             break;
         int n = (int)(count - off < (size_t)t->batch ? count - off : (size_t)t->batch);
         uint64_t version;
-        if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) != 0)
+        double c0 = trainer_now();
+        int rc = t->be.pull(t->be.ctx, t->params, &version, err, errlen);
+        st->comm_seconds += trainer_now() - c0;
+        if (rc == TRAINER_FINISHED) {
+            t->finished = 1;
+            break;
+        }
+        if (rc != 0)
             return -1;
         dataset_gather(t->train, t->order + off, (size_t)n, t->x, t->y);
         dataset_augment_shift(t->train, t->x, t->order + off, (size_t)n, t->augment_shift,
@@ -109,13 +116,28 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         double loss;
         int correct;
         cnn_engine_grad(t->engine, t->params, t->x, t->y, n, t->grad, &loss, &correct);
-        if (t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen) != 0)
+        c0 = trainer_now();
+        rc = t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen);
+        st->comm_seconds += trainer_now() - c0;
+        if (rc == TRAINER_FINISHED) { /* not applied: not counted */
+            t->finished = 1;
+            break;
+        }
+        if (rc != 0)
             return -1;
         t->step++;
+        t->samples += (size_t)n;
         st->steps++;
         st->samples += (size_t)n;
         st->loss_sum += loss;
         st->correct += (size_t)correct;
+        if (t->after_step) {
+            rc = t->after_step(t->after_step_ctx, t, err, errlen);
+            if (rc == TRAINER_FINISHED)
+                t->finished = 1;
+            else if (rc != 0)
+                return -1;
+        }
     }
     st->seconds = trainer_now() - t0;
     return 0;
@@ -125,7 +147,7 @@ int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *a
                      char *err, size_t errlen)
 {
     uint64_t version;
-    if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) != 0)
+    if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) < 0)
         return -1;
     size_t in = (size_t)t->m->in_c * t->m->in_h * t->m->in_w;
     if ((size_t)ds->rows * (size_t)ds->cols != in) {

@@ -15,7 +15,12 @@
 #include "dataset.h"
 #include "shard.h"
 
-/* Where the global weights live.  Both calls return 0, or -1 with a message. */
+/* A backend's pull/push return: the job has finished (nothing applied);
+ * the worker stops training. */
+#define TRAINER_FINISHED 1
+
+/* Where the global weights live.  Both calls return 0, TRAINER_FINISHED, or
+ * -1 with a message. */
 typedef struct param_backend {
     void *ctx;
     /* Fill params (nparams) with the current weights; *version gets their
@@ -31,6 +36,8 @@ typedef struct param_backend {
  * copies its weights, push applies the optimizer. */
 param_backend trainer_local_backend(ps_shard *whole);
 
+struct trainer;
+
 typedef struct trainer {
     const cnn_model *m;
     cnn_engine *engine;
@@ -40,6 +47,7 @@ typedef struct trainer {
     uint64_t seed;
     param_backend be;
     long step;         /* steps taken so far */
+    size_t samples;    /* samples trained on so far */
     float *params;     /* (nparams) */
     float *grad;       /* (nparams) */
     float *x;          /* (batch, in) */
@@ -47,6 +55,12 @@ typedef struct trainer {
     uint32_t *order;   /* (hi - lo) */
     int augment_shift; /* random shifts of up to this many pixels (0: none);
                         * set after trainer_init */
+    /* Called after every step (may be NULL; set after trainer_init):
+     * returns 0 to go on, TRAINER_FINISHED to stop, -1 to fail with a
+     * message in err. */
+    int (*after_step)(void *ctx, struct trainer *t, char *err, size_t errlen);
+    void *after_step_ctx;
+    int finished;      /* the backend or after_step said the job finished */
 } trainer;
 
 typedef struct trainer_stats {
@@ -55,6 +69,7 @@ typedef struct trainer_stats {
     double loss_sum;   /* summed per-sample training loss */
     size_t correct;    /* training argmax hits */
     double seconds;    /* wall time of the steps */
+    double comm_seconds; /* of which waiting for pulls and pushes */
 } trainer_stats;
 
 /* Set up a trainer for part `part` of `nparts` of train, in minibatches of
@@ -66,7 +81,9 @@ void trainer_free(trainer *t);
 
 /* One pass over this worker's part in the order given by (seed, epoch); the
  * last minibatch may be smaller.  max_steps > 0 stops early after that many
- * steps in total (t->step).  Returns 0, or -1 with the backend's message. */
+ * steps in total (t->step).  If the backend or after_step says the job has
+ * finished, the pass stops and t->finished is set.  Returns 0, or -1 with
+ * the backend's message. */
 int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st, char *err,
                       size_t errlen);
 

@@ -38,6 +38,7 @@ static const type_info types[PROTO_MSG_MAX] = {
     [PROTO_MSG_CHECKPOINT] = {"CHECKPOINT", 0, 0, 0},
     [PROTO_MSG_OK] = {"OK", 0, PROTO_OK_SIZE, PROTO_OK_SIZE},
     [PROTO_MSG_ERROR] = {"ERROR", 0, PROTO_ERROR_FIXED, PROTO_ERROR_FIXED + PROTO_ERROR_TEXT_MAX},
+    [PROTO_MSG_DONE] = {"DONE", 0, PROTO_DONE_SIZE, PROTO_DONE_SIZE},
 };
 
 /* Name of a message type, "?" if unknown. */

@@ -157,6 +157,32 @@ int proto_ok_decode(const proto_frame *f, proto_ok *out)
     return 0;
 }
 
+/* -------------------------------------------------------------- DONE */
+
+/* Encode a DONE frame. */
+int proto_done_encode(const proto_done *m, uint32_t request_id, uint8_t *buf, size_t cap,
+                      size_t *len)
+{
+    *len = 0;
+    int rc = proto_frame_start(buf, cap, len, PROTO_MSG_DONE, 0, request_id, PROTO_DONE_SIZE);
+    if (rc)
+        return rc;
+    proto_put_be64(buf + PROTO_FRAME_OVERHEAD, m->step);
+    proto_put_be64(buf + PROTO_FRAME_OVERHEAD + 8, m->samples);
+    return 0;
+}
+
+/* Decode a DONE frame. */
+int proto_done_decode(const proto_frame *f, proto_done *out)
+{
+    int rc = proto_frame_check(f, PROTO_MSG_DONE);
+    if (rc)
+        return rc;
+    out->step = proto_get_be64(f->payload);
+    out->samples = proto_get_be64(f->payload + 8);
+    return 0;
+}
+
 /* ------------------------------------------------------------- ERROR */
 
 /* Encode an ERROR frame, sanitising and cutting the text. */

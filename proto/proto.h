@@ -68,6 +68,7 @@
 #define PROTO_ACK_SIZE 20
 #define PROTO_REPORT_SIZE 40
 #define PROTO_OK_SIZE 8
+#define PROTO_DONE_SIZE 16
 #define PROTO_ERROR_FIXED 4
 
 /* Message types (the header's type byte).  0 is never valid. */
@@ -84,6 +85,7 @@ typedef enum proto_msg_type {
     PROTO_MSG_CHECKPOINT, /* operator: checkpoint now            -> OK */
     PROTO_MSG_OK,
     PROTO_MSG_ERROR,      /* either side: code and text */
+    PROTO_MSG_DONE,       /* worker: my part of the job is done  -> OK */
     PROTO_MSG_MAX
 } proto_msg_type;
 
@@ -109,6 +111,7 @@ typedef enum proto_ack_status {
     PROTO_ACK_DUPLICATE = 2, /* seq already seen: not applied again */
     PROTO_ACK_STALE = 3,     /* base_version too old: dropped */
     PROTO_ACK_WAITING = 4,   /* accepted, applied when the round completes */
+    PROTO_ACK_FINISHED = 5,  /* the job has finished: not applied, stop */
     PROTO_ACK_STATUS_MAX
 } proto_ack_status;
 
@@ -460,6 +463,13 @@ typedef struct proto_ok {
     uint64_t version; /* CHECKPOINT: the version saved; REPORT: current */
 } proto_ok;
 
+/* DONE: a worker has trained all its epochs (or was told the job finished)
+ * and leaves; the shard stops waiting for it.  Answered with OK. */
+typedef struct proto_done {
+    uint64_t step;    /* the worker's steps taken */
+    uint64_t samples; /* samples it trained on */
+} proto_done;
+
 /* ERROR: code is a negative PROTO_ERR_* (on the wire its absolute value). */
 typedef struct proto_error {
     int code;
@@ -501,6 +511,13 @@ int proto_ok_encode(const proto_ok *m, uint32_t request_id, uint8_t *buf, size_t
 
 /* Decode an OK frame.  Returns 0 or PROTO_ERR_BAD_FRAME. */
 int proto_ok_decode(const proto_frame *f, proto_ok *out);
+
+/* Encode m as a DONE frame.  Returns 0 or PROTO_ERR_NOSPACE. */
+int proto_done_encode(const proto_done *m, uint32_t request_id, uint8_t *buf, size_t cap,
+                      size_t *len);
+
+/* Decode a DONE frame.  Returns 0 or PROTO_ERR_BAD_FRAME. */
+int proto_done_decode(const proto_frame *f, proto_done *out);
 
 /* Encode m as an ERROR frame.  m->text is sent sanitised: bytes outside
  * ' '..'~' become '?', and it is cut at PROTO_ERROR_TEXT_MAX bytes, so an

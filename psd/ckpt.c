@@ -34,7 +34,7 @@ size_t psd_ckpt_size(const psd_ckpt *c)
     for (uint32_t i = 0; i < c->nworkers; i++) {
         if (!ckpt_name_ok(c->workers[i].id, PSD_CKPT_ID_MAX))
             return 0;
-        size += 1 + strlen(c->workers[i].id) + 16;
+        size += 1 + strlen(c->workers[i].id) + 17;
     }
     return size + 8 * (size_t)(c->hi - c->lo) + 4;
 }
@@ -65,6 +65,7 @@ int psd_ckpt_encode(const psd_ckpt *c, uint8_t *buf, size_t cap, size_t *len, ch
     proto_put_be64(p + 72, c->seed);
     proto_put_be64(p + 80, c->version);
     proto_put_be32(p + 88, c->nworkers);
+    proto_put_be32(p + 92, c->finished ? 1u : 0u);
     p += PSD_CKPT_HEADER;
     for (uint32_t i = 0; i < c->nworkers; i++) {
         size_t idl = strlen(c->workers[i].id);
@@ -73,7 +74,8 @@ int psd_ckpt_encode(const psd_ckpt *c, uint8_t *buf, size_t cap, size_t *len, ch
         p += idl;
         proto_put_be64(p, c->workers[i].last_seq);
         proto_put_be64(p + 8, c->workers[i].step);
-        p += 16;
+        p[16] = c->workers[i].done ? 1 : 0;
+        p += 17;
     }
     proto_floats_encode(p, c->w, n);
     p += 4 * n;
@@ -105,8 +107,8 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
         return -1;
     }
     uint32_t format = proto_get_be32(buf + 8);
-    if (format != PSD_CKPT_FORMAT) {
-        snprintf(err, errlen, "checkpoint format %u, this psd reads format %u", format,
+    if (format != 1 && format != PSD_CKPT_FORMAT) {
+        snprintf(err, errlen, "checkpoint format %u, this psd reads formats 1 to %u", format,
                  PSD_CKPT_FORMAT);
         return -1;
     }
@@ -147,10 +149,17 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
     out->seed = proto_get_be64(buf + 72);
     out->version = proto_get_be64(buf + 80);
     out->nworkers = proto_get_be32(buf + 88);
-    if (proto_get_be32(buf + 92) != 0) {
+    uint32_t flags = proto_get_be32(buf + 92);
+    if (format == 1 && flags != 0) {
         snprintf(err, errlen, "reserved header field is not zero");
         return -1;
     }
+    if (flags & ~1u) {
+        snprintf(err, errlen, "unknown header flags 0x%x", (unsigned)flags);
+        return -1;
+    }
+    out->finished = (int)(flags & 1u);
+    size_t wrec = format == 1 ? 16 : 17; /* per worker, after its id */
     if (out->lo >= out->hi || out->hi > out->nparams) {
         snprintf(err, errlen, "bad range [%llu, %llu) of %llu parameters",
                  (unsigned long long)out->lo, (unsigned long long)out->hi,
@@ -174,7 +183,7 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
         if (end - p < 1)
             goto truncated;
         size_t idl = *p++;
-        if (idl == 0 || idl > PSD_CKPT_ID_MAX || (size_t)(end - p) < idl + 16)
+        if (idl == 0 || idl > PSD_CKPT_ID_MAX || (size_t)(end - p) < idl + wrec)
             goto truncated;
         memcpy(ws[i].id, p, idl);
         ws[i].id[idl] = '\0';
@@ -186,7 +195,15 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
         p += idl;
         ws[i].last_seq = proto_get_be64(p);
         ws[i].step = proto_get_be64(p + 8);
-        p += 16;
+        if (wrec == 17) {
+            if (p[16] & ~1u) {
+                free(ws);
+                snprintf(err, errlen, "worker %u: unknown flags 0x%x", i, (unsigned)p[16]);
+                return -1;
+            }
+            ws[i].done = p[16] & 1u;
+        }
+        p += wrec;
     }
     uint64_t n64 = out->hi - out->lo;
     if ((uint64_t)(end - p) / 8 != n64 || (uint64_t)(end - p) % 8 != 0)

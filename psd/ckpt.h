@@ -11,10 +11,14 @@
  *   12  u32 shard index               64  u64  hi
  *   16  32  model name, NUL-padded    72  u64  seed
  *                                     80  u64  version
- *                                     88  u32  nworkers, 92 u32 reserved (0)
- *   96  nworkers x { u8 id_len, id, u64 last_seq, u64 step }
+ *                                     88  u32  nworkers, 92 u32 flags
+ *   96  nworkers x { u8 id_len, id, u64 last_seq, u64 step, u8 wflags }
  *       f32[hi - lo] weights, f32[hi - lo] momentum
  *   end u32 CRC-32 of everything before it
+ *
+ * flags: bit 0 = the job has finished; wflags: bit 0 = the worker sent
+ * DONE; every other bit is 0.  Format 1 (psd before the job end) had a zero
+ * reserved field instead of flags and no wflags byte; it is still read.
  *
  * psd_ckpt_encode/psd_ckpt_decode are pure (no I/O, no libuv); the file
  * functions write via a temporary file, fsync and rename, so a crash leaves
@@ -27,7 +31,7 @@
 #include <stdint.h>
 
 #define PSD_CKPT_MAGIC "PSDCKPT"  /* 7 chars + NUL = 8 bytes */
-#define PSD_CKPT_FORMAT 1u
+#define PSD_CKPT_FORMAT 2u       /* written; 1 and 2 are read */
 #define PSD_CKPT_HEADER 96u
 #define PSD_CKPT_MODEL_MAX 31     /* model name bytes (NUL-padded field of 32) */
 #define PSD_CKPT_ID_MAX 64        /* worker node id bytes */
@@ -37,6 +41,7 @@ typedef struct psd_ckpt_worker {
     char id[PSD_CKPT_ID_MAX + 1]; /* 1..64 bytes, NUL-terminated */
     uint64_t last_seq;            /* highest PUSH seq consumed from this node id */
     uint64_t step;                /* the worker's last reported step */
+    int done;                     /* it sent DONE */
 } psd_ckpt_worker;
 
 typedef struct psd_ckpt {
@@ -44,6 +49,7 @@ typedef struct psd_ckpt {
     uint32_t shard;
     uint64_t nparams, lo, hi, seed;
     uint64_t version;
+    int finished;                 /* the job has finished */
     float *w;                     /* hi - lo weights */
     float *mom;                   /* hi - lo momentum values */
     uint32_t nworkers;

@@ -86,6 +86,7 @@ typedef struct ps_worker {
     uint64_t staleness;        /* version - base_version of its last PUSH */
     float *grad;               /* sync: its gradient for the current round */
     int in_round;              /* sync: grad holds a gradient of this round */
+    int done;                  /* sent DONE: no longer waited for */
 } ps_worker;
 
 typedef struct ps_report {
@@ -178,6 +179,11 @@ struct psd_server {
     uint64_t ckpt_changes;     /* `changes` at the last checkpoint */
     ps_report reports[PS_REPORTS_MAX];
     size_t nreports, report_next;
+    /* the job */
+    int finished;              /* no more updates: every push gets ACK FINISHED */
+    char finish_reason[160];
+    time_t finish_wall;
+    uint64_t finish_version;
     int stopping;
     int exit_code;
 };
@@ -560,6 +566,63 @@ static ps_worker *worker_add(psd_server *s, const char *id)
     return w;
 }
 
+/* A worker the shard waits for: connected and not done. */
+static int worker_live(const ps_worker *w)
+{
+    return w->conn != NULL && !w->done;
+}
+
+/* ------------------------------------------------------------ the job */
+
+static int ps_checkpoint(psd_server *s, char *err, size_t errlen);
+
+/* End the job: no update is applied from now on (every PUSH is answered
+ * ACK FINISHED), waiting pulls and held acks are answered, and the final
+ * checkpoint is written.  Logs one line. */
+static void job_finish(psd_server *s, const char *reason)
+{
+    if (s->finished)
+        return;
+    s->finished = 1;
+    snprintf(s->finish_reason, sizeof s->finish_reason, "%s", reason);
+    s->finish_wall = time(NULL);
+    s->finish_version = s->shard.version;
+    s->changes++;
+    ps_log(s, PS_LOG_INFO, "job finished: %s (version %llu)", reason,
+           (unsigned long long)s->shard.version);
+    char err[512];
+    ps_checkpoint(s, err, sizeof err); /* a failure is logged there */
+    ps_progress(s);
+}
+
+/* Finish the job if it is over: max_steps versions applied, or every
+ * worker of the placement said DONE. */
+static void job_check(psd_server *s)
+{
+    if (s->finished)
+        return;
+    char reason[160];
+    if (s->job->max_steps > 0 && s->shard.version >= (uint64_t)s->job->max_steps) {
+        snprintf(reason, sizeof reason, "max_steps %ld reached", s->job->max_steps);
+        job_finish(s, reason);
+        return;
+    }
+    const placement *pl = s->cfg->pl;
+    int nw = 0;
+    for (int i = 0; i < pl->nnodes; i++) {
+        if (pl->nodes[i].role != PLACEMENT_ROLE_WORKER)
+            continue;
+        const ps_worker *w = worker_find(s, pl->nodes[i].id);
+        if (!w || !w->done)
+            return;
+        nw++;
+    }
+    if (nw == 0)
+        return;
+    snprintf(reason, sizeof reason, "all %d worker%s done", nw, nw == 1 ? "" : "s");
+    job_finish(s, reason);
+}
+
 /* ------------------------------------------------------------ modes */
 
 /* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range): a
@@ -610,7 +673,7 @@ static uint64_t ssp_min_step(psd_server *s)
 {
     uint64_t m = UINT64_MAX;
     for (size_t i = 0; i < s->nworkers; i++)
-        if (s->workers[i]->conn && s->workers[i]->step < m)
+        if (worker_live(s->workers[i]) && s->workers[i]->step < m)
             m = s->workers[i]->step;
     return m;
 }
@@ -629,7 +692,7 @@ static int sync_try_complete(psd_server *s, int force)
         return 0;
     size_t live = 0;
     for (size_t i = 0; i < s->nworkers; i++)
-        if (s->workers[i]->conn)
+        if (worker_live(s->workers[i]))
             live++;
     if (!force && s->round_n < live)
         return 0;
@@ -640,7 +703,7 @@ static int sync_try_complete(psd_server *s, int force)
     for (size_t i = 0; i < s->nworkers; i++) {
         ps_worker *w = s->workers[i];
         if (!w->in_round) {
-            if (w->conn && mo + strlen(w->id) + 3 < sizeof missing)
+            if (worker_live(w) && mo + strlen(w->id) + 3 < sizeof missing)
                 mo += (size_t)snprintf(missing + mo, sizeof missing - mo, "%s%s", mo ? ", " : "",
                                        w->id);
             continue;
@@ -677,16 +740,18 @@ static void ps_progress(psd_server *s)
     s->progressing = 1;
     do {
         s->progress_again = 0;
-        if (s->job->mode == PLACEMENT_MODE_SYNC)
-            sync_try_complete(s, 0);
+        if (s->job->mode == PLACEMENT_MODE_SYNC && !s->finished && sync_try_complete(s, 0))
+            job_check(s);
         for (ps_conn *c = s->conns; c; c = c->next) {
             if (c->state != PS_CONN_READY || c->park == PS_PARK_NONE)
                 continue;
-            if (c->park == PS_PARK_PULL && s->shard.version >= c->park_pull.min_version) {
+            if (c->park == PS_PARK_PULL &&
+                (s->shard.version >= c->park_pull.min_version || s->finished)) {
                 c->park = PS_PARK_NONE;
                 send_weights(c, c->park_req, &c->park_pull);
                 conn_process(c);
-            } else if (c->park == PS_PARK_ACK && c->worker && ssp_may_go(s, c->worker)) {
+            } else if (c->park == PS_PARK_ACK && c->worker &&
+                       (ssp_may_go(s, c->worker) || s->finished)) {
                 c->park = PS_PARK_NONE;
                 ps_log(s, PS_LOG_DEBUG, "ssp: %s released at step %llu", c->worker->id,
                        (unsigned long long)c->worker->step);
@@ -714,6 +779,7 @@ static int ps_checkpoint(psd_server *s, char *err, size_t errlen)
     ck.w = s->shard.w;
     ck.mom = s->shard.mom;
     ck.nworkers = (uint32_t)s->nworkers;
+    ck.finished = s->finished;
     psd_ckpt_worker *ws = NULL;
     if (s->nworkers) {
         ws = calloc(s->nworkers, sizeof(*ws));
@@ -725,6 +791,7 @@ static int ps_checkpoint(psd_server *s, char *err, size_t errlen)
             snprintf(ws[i].id, sizeof ws[i].id, "%s", s->workers[i]->id);
             ws[i].last_seq = s->workers[i]->last_seq;
             ws[i].step = s->workers[i]->step;
+            ws[i].done = s->workers[i]->done;
         }
     }
     ck.workers = ws;
@@ -811,12 +878,22 @@ static int ps_resume(psd_server *s, char *err, size_t errlen)
         }
         w->last_seq = ck.workers[i].last_seq;
         w->step = ck.workers[i].step;
+        w->done = ck.workers[i].done;
+    }
+    if (ck.finished) {
+        s->finished = 1;
+        s->finish_wall = time(NULL);
+        s->finish_version = ck.version;
+        snprintf(s->finish_reason, sizeof s->finish_reason,
+                 "finished before this restart (checkpoint at version %llu)",
+                 (unsigned long long)ck.version);
     }
     s->have_ckpt = 1;
     s->ckpt_version = ck.version;
     s->ckpt_wall = time(NULL);
-    ps_log(s, PS_LOG_INFO, "resumed from %s: version %llu, %u workers", s->ckpt_path,
-           (unsigned long long)ck.version, ck.nworkers);
+    ps_log(s, PS_LOG_INFO, "resumed from %s: version %llu, %u workers%s", s->ckpt_path,
+           (unsigned long long)ck.version, ck.nworkers,
+           ck.finished ? ", job finished" : "");
     psd_ckpt_free(&ck);
     return 0;
 }
@@ -878,6 +955,10 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
         }
         w->conn = c;
         c->worker = w;
+        if (w->done && !s->finished) { /* back for more: wait for it again */
+            w->done = 0;
+            s->changes++;
+        }
         snprintf(w->addr, sizeof w->addr, "%s", c->addr);
         last_seq = w->last_seq;
         ps_log(s, PS_LOG_INFO, "worker %s joined from %s (last_seq %llu, version %llu)", w->id,
@@ -916,7 +997,8 @@ static void handle_pull(ps_conn *c, const proto_frame *f)
                    s->shard.hi);
         return;
     }
-    if (s->job->mode == PLACEMENT_MODE_SYNC && p.min_version == s->shard.version + 1) {
+    if (s->job->mode == PLACEMENT_MODE_SYNC && !s->finished &&
+        p.min_version == s->shard.version + 1) {
         c->park = PS_PARK_PULL;
         c->park_req = req;
         c->park_pull = p;
@@ -948,6 +1030,11 @@ static void handle_push(ps_conn *c, const proto_frame *f)
         a.status = PROTO_ACK_DUPLICATE;
         ps_log(s, PS_LOG_DEBUG, "worker %s: seq %llu is a duplicate (last %llu)", w->id,
                (unsigned long long)p.seq, (unsigned long long)w->last_seq);
+        send_ack(c, req, &a);
+        return;
+    }
+    if (s->finished) { /* not consumed: a resend is answered the same */
+        a.status = PROTO_ACK_FINISHED;
         send_ack(c, req, &a);
         return;
     }
@@ -984,7 +1071,8 @@ static void handle_push(ps_conn *c, const proto_frame *f)
         ps_shard_apply(&s->shard, s->gbuf);
         a.status = PROTO_ACK_APPLIED;
         a.version = s->shard.version;
-        if (s->job->mode == PLACEMENT_MODE_SSP && !ssp_may_go(s, w)) {
+        job_check(s);
+        if (s->job->mode == PLACEMENT_MODE_SSP && !s->finished && !ssp_may_go(s, w)) {
             ps_log(s, PS_LOG_DEBUG, "ssp: %s waits at step %llu (slowest %llu, bound %ld)", w->id,
                    (unsigned long long)w->step, (unsigned long long)ssp_min_step(s),
                    s->job->staleness);
@@ -1057,6 +1145,22 @@ static char *status_json(psd_server *s)
     } else {
         cJSON_AddNullToObject(o, "last_checkpoint");
     }
+    cJSON *job = cJSON_AddObjectToObject(o, "job");
+    if (job) {
+        cJSON_AddStringToObject(job, "state", s->finished ? "finished" : "running");
+        if (s->finished) {
+            cJSON_AddStringToObject(job, "reason", s->finish_reason);
+            cJSON_AddNumberToObject(job, "finished_unix", (double)s->finish_wall);
+        } else {
+            cJSON_AddNullToObject(job, "reason");
+            cJSON_AddNullToObject(job, "finished_unix");
+        }
+        json_add_u64(job, "version", s->finished ? s->finish_version : s->shard.version);
+        if (s->job->max_steps > 0)
+            json_add_u64(job, "max_steps", (uint64_t)s->job->max_steps);
+        else
+            cJSON_AddNullToObject(job, "max_steps");
+    }
     cJSON *ws = cJSON_AddArrayToObject(o, "workers");
     for (size_t i = 0; ws && i < s->nworkers; i++) {
         ps_worker *w = s->workers[i];
@@ -1066,6 +1170,7 @@ static char *status_json(psd_server *s)
         cJSON_AddStringToObject(wo, "id", w->id);
         cJSON_AddStringToObject(wo, "address", w->addr);
         cJSON_AddBoolToObject(wo, "connected", w->conn != NULL);
+        cJSON_AddBoolToObject(wo, "done", w->done);
         json_add_u64(wo, "step", w->step);
         json_add_u64(wo, "last_seq", w->last_seq);
         if (w->last_push_ms)
@@ -1137,6 +1242,36 @@ static void handle_report(ps_conn *c, const proto_frame *f)
            r.test_loss);
     proto_ok ok = {.version = s->shard.version};
     CONN_SEND_MSG(c, proto_ok_encode(&ok, req, buf_, cap_, &len_));
+    double target = s->job->target_accuracy;
+    if (target > 0 && !s->finished && isfinite(r.test_acc) && 100.0 * r.test_acc >= target) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "target accuracy %.2f%% reached (%.2f%% from %s)", target,
+                 100.0 * r.test_acc, c->worker->id);
+        job_finish(s, reason);
+    }
+}
+
+static void handle_done(ps_conn *c, const proto_frame *f)
+{
+    psd_server *s = c->srv;
+    uint32_t req = f->hdr.request_id;
+    proto_done d;
+    int rc = proto_done_decode(f, &d);
+    if (rc < 0) {
+        conn_error(c, req, rc, 1, "bad DONE: %s", proto_strerror(rc));
+        return;
+    }
+    ps_worker *w = c->worker;
+    if (!w->done) {
+        w->done = 1;
+        s->changes++;
+        ps_log(s, PS_LOG_INFO, "worker %s done after %llu steps, %llu samples", w->id,
+               (unsigned long long)d.step, (unsigned long long)d.samples);
+    }
+    proto_ok ok = {.version = s->shard.version};
+    CONN_SEND_MSG(c, proto_ok_encode(&ok, req, buf_, cap_, &len_));
+    job_check(s);
+    ps_progress(s); /* the barrier and the ssp bound stop waiting for it */
 }
 
 static void handle_checkpoint(ps_conn *c, const proto_frame *f)
@@ -1202,6 +1337,12 @@ static void handle_frame(ps_conn *c, const proto_frame *f)
             conn_error(c, req, PROTO_ERR_STATE, 1, "REPORT is for workers");
         else
             handle_report(c, f);
+        return;
+    case PROTO_MSG_DONE:
+        if (!worker)
+            conn_error(c, req, PROTO_ERR_STATE, 1, "DONE is for workers");
+        else
+            handle_done(c, f);
         return;
     case PROTO_MSG_CHECKPOINT:
         if (worker)
@@ -1348,8 +1489,11 @@ static void timer_cb(uv_timer_t *t)
     /* sync barrier timeout, and pulls that waited as long */
     uint64_t bt = (uint64_t)s->job->barrier_timeout_ms;
     if (s->job->mode == PLACEMENT_MODE_SYNC) {
-        if (s->round_n > 0 && now - s->round_start_ms >= bt && sync_try_complete(s, 1))
+        if (s->round_n > 0 && !s->finished && now - s->round_start_ms >= bt &&
+            sync_try_complete(s, 1)) {
+            job_check(s);
             ps_progress(s);
+        }
         for (ps_conn *c = s->conns; c; c = c->next)
             if (c->state == PS_CONN_READY && c->park == PS_PARK_PULL && now - c->park_ms >= bt &&
                 s->round_n == 0) {

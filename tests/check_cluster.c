@@ -2,8 +2,11 @@
  * $PSD_BIN/workerd --placement workers on free ports, training "ray" on a
  * small synthetic digit set (tests/fixtures.h): async and sync with two
  * shards and two workers, sync with one shard and one worker giving the
- * same weights as workerd --standalone, a worker started before its shard,
- * SIGTERM, and placement/data errors.
+ * same weights as workerd --standalone, two shards giving the same weights
+ * as one, the end of the job (all workers done, max_steps, target
+ * accuracy: final checkpoint, "finished" in the status), evaluation
+ * intervals, a worker started before its shard, SIGTERM, and
+ * placement/data errors.
  *
  * Every process is started with PR_SET_PDEATHSIG, waited for with a
  * timeout and SIGKILLed in the teardown, so a failing test neither hangs
@@ -20,6 +23,8 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "fixtures.h"
 #include "proto.h"
@@ -260,6 +265,58 @@ static int count_lines(const char *l, const char *what)
     return n;
 }
 
+/* Shard s's STATUS, parsed (caller cJSON_Delete()s it). */
+static cJSON *shard_status(int s)
+{
+    psd_client c;
+    proto_welcome wel;
+    ck_assert_int_eq(psc_connect(&c, g_cl.port[s], 2000, 5000), 0);
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+    char *json = NULL;
+    ck_assert_int_eq(psc_status(&c, &json), 0);
+    psc_close(&c);
+    cJSON *j = cJSON_Parse(json);
+    ck_assert_msg(j != NULL, "status is not JSON: %s", json);
+    free(json);
+    return j;
+}
+
+/* Shard s's whole range of weights; *version gets its version. */
+static void shard_weights(int s, size_t lo, size_t hi, float *out, uint64_t *version)
+{
+    psd_client c;
+    proto_welcome wel;
+    ck_assert_int_eq(psc_connect(&c, g_cl.port[s], 2000, 5000), 0);
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+    int nm = 0;
+    ck_assert_int_eq(psc_pull(&c, 0, lo, hi, version, &nm, out), 0);
+    psc_close(&c);
+}
+
+/* Assert shard s says the job finished for a reason containing `why`, at
+ * `version` (0: any), and wrote its final checkpoint at that version. */
+static void expect_finished(int s, const char *why, uint64_t version)
+{
+    cJSON *j = shard_status(s);
+    const cJSON *job = cJSON_GetObjectItemCaseSensitive(j, "job");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(job, "state");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(job, "reason");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(job, "version");
+    char *txt = cJSON_PrintUnformatted(j);
+    ck_assert_msg(cJSON_IsString(st) && strcmp(st->valuestring, "finished") == 0,
+                  "shard %d: %s", s, txt);
+    ck_assert_msg(cJSON_IsString(reason) && strstr(reason->valuestring, why), "shard %d: %s", s,
+                  txt);
+    ck_assert_msg(cJSON_IsNumber(v) && (version == 0 || (uint64_t)v->valuedouble == version),
+                  "shard %d, want version %llu: %s", s, (unsigned long long)version, txt);
+    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(j, "last_checkpoint");
+    const cJSON *cv = cJSON_GetObjectItemCaseSensitive(ck, "version");
+    ck_assert_msg(cJSON_IsNumber(cv) && cv->valuedouble == v->valuedouble,
+                  "shard %d: no final checkpoint: %s", s, txt);
+    free(txt);
+    cJSON_Delete(j);
+}
+
 /* Two shards, two workers, 2 epochs in `mode`: both exit 0, w0 learns. */
 static void two_by_two(const char *mode, const char *job)
 {
@@ -287,6 +344,11 @@ static void two_by_two(const char *mode, const char *job)
     ck_assert_msg(count_lines(json, "\"test_acc\"") == 2, "two REPORTs from w0: %s", json);
     free(json);
     psc_close(&c);
+    /* both workers said DONE: the job is finished on both shards */
+    ck_assert_msg(strstr(l0, "all epochs done") && strstr(l1, "all epochs done"), "%s\n%s", l0,
+                  l1);
+    expect_finished(0, "all 2 workers done", 0);
+    expect_finished(1, "all 2 workers done", 0);
     free(l0);
     free(l1);
 }
@@ -394,14 +456,121 @@ START_TEST(test_sync_equals_standalone)
     }
     ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
     /* and the printed training loss of each epoch matches */
-    const char *p = strstr(l0, "loss="), *q = strstr(la, "loss=");
+    const char *p = strstr(l0, " loss="), *q = strstr(la, " loss=");
     ck_assert(p && q);
-    ck_assert_msg(fabs(strtod(p + 5, NULL) - strtod(q + 5, NULL)) < 1e-3, "%s\n%s", l0, la);
+    ck_assert_msg(fabs(strtod(p + 6, NULL) - strtod(q + 6, NULL)) < 1e-3, "%s\n%s", l0, la);
     free(raw);
     free(la);
     free(l0);
     free(dist);
     free(alone);
+}
+END_TEST
+
+/* Sync, one worker: two shards end with the same weights as one shard. */
+START_TEST(test_two_shards_equal_one)
+{
+    float *one = calloc(NP, sizeof(float)), *two = calloc(NP, sizeof(float));
+    uint64_t v1 = 0, va = 0, vb = 0;
+    cluster_init(1, 1);
+    conf_write("sync", "\"epochs\": 1");
+    psd_start(0, 1);
+    worker_start(0, NULL);
+    free(worker_wait_ok(0, RUN_MS));
+    shard_weights(0, 0, NP, one, &v1);
+    cluster_teardown();
+
+    cluster_init(2, 1);
+    conf_write("sync", "\"epochs\": 1");
+    psd_start(0, 1);
+    psd_start(1, 1);
+    worker_start(0, NULL);
+    free(worker_wait_ok(0, RUN_MS));
+    cJSON *j = shard_status(0);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "range");
+    ck_assert(cJSON_GetArraySize(r) == 2);
+    size_t mid = (size_t)cJSON_GetArrayItem(r, 1)->valuedouble;
+    cJSON_Delete(j);
+    ck_assert(mid > 0 && mid < NP);
+    shard_weights(0, 0, mid, two, &va);
+    shard_weights(1, mid, NP, two + mid, &vb);
+    ck_assert_uint_eq(v1, (1200 + 31) / 32);
+    ck_assert_uint_eq(va, v1);
+    ck_assert_uint_eq(vb, v1);
+    for (int i = 0; i < NP; i++)
+        if (one[i] != two[i])
+            ck_abort_msg("weight %d: %.9g with one shard, %.9g with two", i, (double)one[i],
+                         (double)two[i]);
+    free(one);
+    free(two);
+}
+END_TEST
+
+/* job.max_steps counts the shards' versions: async with two workers stops
+ * at exactly that version, both workers exit 0, both shards finish. */
+START_TEST(test_max_steps)
+{
+    g_momentum = "0.5";
+    cluster_init(2, 2);
+    conf_write("async", "\"epochs\": 100, \"max_steps\": 45");
+    psd_start(0, 1);
+    psd_start(1, 1);
+    worker_start(0, NULL);
+    worker_start(1, NULL);
+    char *l0 = worker_wait_ok(0, RUN_MS);
+    char *l1 = worker_wait_ok(1, RUN_MS);
+    ck_assert_msg(count_lines(l0, "epoch=") <= 2, "%s", l0);
+    expect_finished(0, "max_steps 45 reached", 45);
+    expect_finished(1, "max_steps 45 reached", 45);
+    ck_assert_msg(last_test_acc(l0) > 0, "w0 evaluated at the end:\n%s", l0);
+    free(l0);
+    free(l1);
+    /* sync: the same, and the version is exactly max_steps too */
+    cluster_teardown();
+    cluster_init(1, 2);
+    conf_write("sync", "\"epochs\": 100, \"max_steps\": 30");
+    psd_start(0, 1);
+    worker_start(0, NULL);
+    worker_start(1, NULL);
+    free(worker_wait_ok(0, RUN_MS));
+    free(worker_wait_ok(1, RUN_MS));
+    expect_finished(0, "max_steps 30 reached", 30);
+}
+END_TEST
+
+/* job.target_accuracy: shard 0 ends the job at the first REPORT that
+ * reaches it (evaluations every 10 versions); the workers stop long before
+ * their 200 epochs, tell both shards, and both finish. */
+START_TEST(test_target_accuracy)
+{
+    cluster_init(2, 2);
+    conf_write("sync", "\"epochs\": 200, \"eval_every_steps\": 10, \"target_accuracy\": 70");
+    psd_start(0, 1);
+    psd_start(1, 1);
+    worker_start(0, NULL);
+    worker_start(1, NULL);
+    char *l0 = worker_wait_ok(0, RUN_MS);
+    char *l1 = worker_wait_ok(1, RUN_MS);
+    ck_assert_msg(strstr(l0, "the job has finished") && strstr(l1, "the job has finished"),
+                  "%s\n%s", l0, l1);
+    ck_assert_msg(count_lines(l0, "epoch=") < 20, "%s", l0);
+    expect_finished(0, "target accuracy 70.00% reached", 0);
+    expect_finished(1, "all 2 workers done", 0);
+    /* the history holds evaluations every 10 versions */
+    cJSON *j = shard_status(0);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "history");
+    int n = cJSON_GetArraySize(h);
+    ck_assert_int_ge(n, 2);
+    const cJSON *last = cJSON_GetArrayItem(h, n - 1);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(last, "test_acc")->valuedouble >= 0.70);
+    for (int i = 0; i + 1 < n; i++) {
+        double a = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(h, i), "test_acc")
+                       ->valuedouble;
+        ck_assert_msg(a < 0.70, "evaluation %d already reached the target (%.3f)", i, a);
+    }
+    cJSON_Delete(j);
+    free(l0);
+    free(l1);
 }
 END_TEST
 
@@ -516,6 +685,9 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_ssp_two_shards_two_workers);
     tcase_add_test(tc, test_shard_restart);
     tcase_add_test(tc, test_sync_equals_standalone);
+    tcase_add_test(tc, test_two_shards_equal_one);
+    tcase_add_test(tc, test_max_steps);
+    tcase_add_test(tc, test_target_accuracy);
     tcase_add_test(tc, test_worker_waits_for_shard);
     tcase_add_test(tc, test_sigterm);
     suite_add_tcase(s, tc);

@@ -32,6 +32,8 @@
 #define PS(id, port)                                                                          \
     "{\"id\": \"" id "\", \"address\": \"127.0.0.1\", \"port\": " port ", \"role\": \"ps\""
 #define WK(id) "{\"id\": \"" id "\", \"address\": \"127.0.0.1\", \"role\": \"worker\""
+#define W2 WK("w0") "}, " WK("w1") "}"
+#define P2 PS("ps0", "7701") "}, " PS("ps1", "7702") "}"
 #define NODES_OK PS("ps0", "7701") "}, " PS("ps1", "7702") "}, " WK("w0") "}, " WK("w1") "}"
 
 /* {"job": {job}, "data": {data}, "nodes": [nodes]}, NULL parts default;
@@ -205,8 +207,34 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(p.nodes[0].hi, 976); /* 1960/2 = 980 -> 61 blocks */
     ck_assert_uint_eq(p.nodes[1].lo, 976);
     ck_assert_uint_eq(p.nodes[1].hi, 1960);
+    ck_assert(p.job.target_accuracy == 0.0);
+    ck_assert_int_eq(p.job.augment_shift, 0);
+    ck_assert_int_eq(p.nodes[2].evaluate, 0); /* no test set: nobody evaluates */
     placement_free(&p);
     ck_assert_ptr_null(p.source);
+}
+END_TEST
+
+/* With a test set and no "evaluate" anywhere, the first worker evaluates;
+ * an explicit "evaluate" anywhere turns the default off. */
+START_TEST(test_default_evaluator)
+{
+    placement p;
+    doc_ok(NULL, NULL, NULL, &p);
+    ck_assert_int_eq(p.nodes[2].evaluate, 1);
+    ck_assert_int_eq(p.nodes[3].evaluate, 0);
+    placement_free(&p);
+    doc_ok(NULL, NULL, P2 ", " WK("w0") ", \"evaluate\": false}, " WK("w1") "}", &p);
+    ck_assert_int_eq(p.nodes[2].evaluate, 0);
+    ck_assert_int_eq(p.nodes[3].evaluate, 0);
+    placement_free(&p);
+    doc_ok(JOB_OK ", \"target_accuracy\": 97.5, \"augment_shift\": 2", NULL,
+           P2 ", " WK("w0") "}, " WK("w1") ", \"evaluate\": true}", &p);
+    ck_assert_int_eq(p.nodes[2].evaluate, 0);
+    ck_assert_int_eq(p.nodes[3].evaluate, 1);
+    ck_assert(p.job.target_accuracy == 97.5);
+    ck_assert_int_eq(p.job.augment_shift, 2);
+    placement_free(&p);
 }
 END_TEST
 
@@ -308,8 +336,6 @@ typedef struct bad_case {
     const char *want;               /* substring of the message */
 } bad_case;
 
-#define W2 WK("w0") "}, " WK("w1") "}"
-#define P2 PS("ps0", "7701") "}, " PS("ps1", "7702") "}"
 #define RAY_RANGES(a, b, c, d)                                                                \
     PS("ps0", "7701") ", \"range\": [" a ", " b "]}, " PS("ps1", "7702") ", \"range\": [" c   \
                       ", " d "]}, " W2
@@ -372,10 +398,18 @@ static const bad_case bad_cases[] = {
       .want = "job.seed: expected an integer 0..9007199254740992" },
     { .job = JOB_OK ", \"checkpoint_interval_s\": -5",
       .want = "job.checkpoint_interval_s: expected an integer 0..2147483648, got -5" },
-    { .job = JOB_OK ", \"eval_every_steps\": 100",
-      .want = "job.eval_every_steps: set, but no worker has \"evaluate\": true" },
-    { .job = JOB_OK ", \"eval_every_s\": 100",
-      .want = "job.eval_every_s: set, but no worker has \"evaluate\": true" },
+    { .data = DATA_NOTEST, .job = JOB_OK ", \"eval_every_steps\": 100",
+      .want = "job.eval_every_steps: set, but no worker evaluates" },
+    { .data = DATA_NOTEST, .job = JOB_OK ", \"target_accuracy\": 98",
+      .want = "job.target_accuracy: set, but no worker evaluates" },
+    { .job = JOB_OK ", \"target_accuracy\": 0",
+      .want = "job.target_accuracy: expected a percentage in (0, 100], got 0" },
+    { .job = JOB_OK ", \"target_accuracy\": 101",
+      .want = "job.target_accuracy: expected a percentage in (0, 100], got 101" },
+    { .job = JOB_OK ", \"augment_shift\": 9",
+      .want = "job.augment_shift: expected an integer 0..8, got 9" },
+    { .data = DATA_NOTEST, .job = JOB_OK ", \"eval_every_s\": 100",
+      .want = "job.eval_every_s: set, but no worker evaluates" },
     { .job = JOB_OK ", \"optimizer\": 0.1", .want = "job.optimizer: expected an object, got 0.1" },
     { .job = JOB_OK ", \"optimizer\": {\"nesterov\": true}",
       .want = "job.optimizer.nesterov: unknown key (known: lr," },
@@ -1225,6 +1259,7 @@ Suite *placement_suite(void)
     tcase_add_test(tc, test_local_conf);
     tcase_add_test(tc, test_example_conf);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_default_evaluator);
     tcase_add_test(tc, test_all_fields);
     tcase_add_test(tc, test_schedules);
     tcase_add_test(tc, test_names);

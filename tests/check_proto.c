@@ -154,7 +154,7 @@ static proto_report sample_report(void)
  * modified); request ids 1, 2, ...  Returns the length; offs[i] is where
  * frame i starts (offs[n] = total). */
 #define STREAM_MAX 4096
-#define STREAM_FRAMES 13
+#define STREAM_FRAMES 14
 
 static size_t build_stream(uint8_t *buf, size_t offs[STREAM_FRAMES + 1])
 {
@@ -178,6 +178,7 @@ static size_t build_stream(uint8_t *buf, size_t offs[STREAM_FRAMES + 1])
     proto_ok ok = {.version = 9};
     proto_error er = {.code = PROTO_ERR_RANGE};
     strcpy(er.text, "range [0,5) is not this shard's");
+    proto_done dn = {.step = 0x0102030405060708ull, .samples = 4500};
     APPEND(proto_hello_encode(&h, 1, buf + pos, STREAM_MAX - pos, &len));
     APPEND(proto_welcome_encode(&w, 2, buf + pos, STREAM_MAX - pos, &len));
     APPEND(proto_pull_encode(&pl, 3, buf + pos, STREAM_MAX - pos, &len));
@@ -191,6 +192,7 @@ static size_t build_stream(uint8_t *buf, size_t offs[STREAM_FRAMES + 1])
     APPEND(proto_checkpoint_encode(11, buf + pos, STREAM_MAX - pos, &len));
     APPEND(proto_ok_encode(&ok, 12, buf + pos, STREAM_MAX - pos, &len));
     APPEND(proto_error_encode(&er, 13, buf + pos, STREAM_MAX - pos, &len));
+    APPEND(proto_done_encode(&dn, 14, buf + pos, STREAM_MAX - pos, &len));
 #undef APPEND
     ck_assert_int_eq(i, STREAM_FRAMES);
     offs[i] = pos;
@@ -300,6 +302,14 @@ static void check_sample(const proto_frame *f, uint32_t rid)
         ck_assert_int_eq(proto_error_decode(f, &m), 0);
         ck_assert_int_eq(m.code, PROTO_ERR_RANGE);
         ck_assert_str_eq(m.text, "range [0,5) is not this shard's");
+        break;
+    }
+    case 14: {
+        proto_done m;
+        ck_assert_int_eq(f->hdr.type, PROTO_MSG_DONE);
+        ck_assert_int_eq(proto_done_decode(f, &m), 0);
+        ck_assert(m.step == 0x0102030405060708ull);
+        ck_assert(m.samples == 4500);
         break;
     }
     default:
@@ -885,6 +895,9 @@ START_TEST(test_bad_flags_and_sizes)
         {PROTO_MSG_WEIGHTS, 0, PROTO_WEIGHTS_FIXED - 1},
         {PROTO_MSG_PUSH, 0, PROTO_PUSH_FIXED - 1},
         {PROTO_MSG_ERROR, 0, PROTO_ERROR_FIXED - 1},
+        {PROTO_MSG_DONE, 0, PROTO_DONE_SIZE - 1},
+        {PROTO_MSG_DONE, 0, PROTO_DONE_SIZE + 1},
+        {PROTO_MSG_DONE, PROTO_FLAG_NOT_MODIFIED, PROTO_DONE_SIZE},
         {PROTO_MSG_ERROR, 0, PROTO_ERROR_FIXED + PROTO_ERROR_TEXT_MAX + 1},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -1378,6 +1391,7 @@ START_TEST(test_encoder_nospace)
             proto_ok ok = {.version = 9};
             proto_error er = {.code = PROTO_ERR_RANGE};
             strcpy(er.text, "range [0,5) is not this shard's");
+            proto_done dn = {.step = 0x0102030405060708ull, .samples = 4500};
             uint32_t rid = (uint32_t)i + 1;
             switch (i) {
             case 0: rc = proto_hello_encode(&h, rid, b, cap, &len); break;
@@ -1392,7 +1406,8 @@ START_TEST(test_encoder_nospace)
             case 9: rc = proto_report_encode(&rp, rid, b, cap, &len); break;
             case 10: rc = proto_checkpoint_encode(rid, b, cap, &len); break;
             case 11: rc = proto_ok_encode(&ok, rid, b, cap, &len); break;
-            default: rc = proto_error_encode(&er, rid, b, cap, &len); break;
+            case 12: rc = proto_error_encode(&er, rid, b, cap, &len); break;
+            default: rc = proto_done_encode(&dn, rid, b, cap, &len); break;
             }
             ck_assert_uint_eq(len, want);
             if (round < 2) {
@@ -1511,6 +1526,7 @@ START_TEST(test_guard_page_payloads)
                 proto_report rp;
                 proto_ok ok;
                 proto_error er;
+                proto_done dn;
             } u;
             switch (whole.hdr.type) {
             case PROTO_MSG_HELLO: rc = proto_hello_decode(&f, &u.h); break;
@@ -1525,6 +1541,7 @@ START_TEST(test_guard_page_payloads)
             case PROTO_MSG_CHECKPOINT: rc = proto_checkpoint_decode(&f); break;
             case PROTO_MSG_OK: rc = proto_ok_decode(&f, &u.ok); break;
             case PROTO_MSG_ERROR: rc = proto_error_decode(&f, &u.er); break;
+            case PROTO_MSG_DONE: rc = proto_done_decode(&f, &u.dn); break;
             default: rc = 1; ck_abort();
             }
             if (k == n)

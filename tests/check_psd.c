@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cjson/cJSON.h>
 
@@ -64,7 +65,7 @@ static void conf_write(daemon_t *d, const char *mode, const char *job_extra)
 {
     char text[2048];
     int n = snprintf(text, sizeof text,
-                     "{\"job\": {\"model\": \"ray\", \"mode\": \"%s\", \"max_steps\": 100%s%s},\n"
+                     "{\"job\": {\"model\": \"ray\", \"mode\": \"%s\", \"max_steps\": 100000%s%s},\n"
                      " \"data\": {\"train_images\": \"a\", \"train_labels\": \"b\"},\n"
                      " \"nodes\": [\n"
                      "  {\"id\": \"ps0\", \"address\": \"127.0.0.1\", \"port\": %d, \"role\": \"ps\"},\n"
@@ -249,9 +250,10 @@ START_TEST(test_ckpt_codec)
         w[i] = (float)i * 0.5f - 3.f;
         mom[i] = -(float)i / 7.f;
     }
-    psd_ckpt_worker ws[2] = {{"w0", 5, 9}, {"box-3.worker-0", 77, 1}};
+    psd_ckpt_worker ws[2] = {{"w0", 5, 9, 1}, {"box-3.worker-0", 77, 1, 0}};
     psd_ckpt c = {.model = "ray", .shard = 1, .nparams = NP, .lo = 16, .hi = 80, .seed = 42,
-                  .version = 123, .w = w, .mom = mom, .nworkers = 2, .workers = ws};
+                  .version = 123, .finished = 1, .w = w, .mom = mom, .nworkers = 2,
+                  .workers = ws};
     char err[256];
     size_t len = 0;
     ck_assert_int_eq(psd_ckpt_encode(&c, NULL, 0, &len, err, sizeof err), -1);
@@ -270,6 +272,9 @@ START_TEST(test_ckpt_codec)
     ck_assert_str_eq(d.workers[1].id, "box-3.worker-0");
     ck_assert_uint_eq(d.workers[1].last_seq, 77);
     ck_assert_uint_eq(d.workers[0].step, 9);
+    ck_assert_int_eq(d.finished, 1);
+    ck_assert_int_eq(d.workers[0].done, 1);
+    ck_assert_int_eq(d.workers[1].done, 0);
     ck_assert(memcmp(d.w, w, sizeof w) == 0 && memcmp(d.mom, mom, sizeof mom) == 0);
     ck_assert_int_eq(psd_ckpt_match(&d, &c, err, sizeof err), 0);
     psd_ckpt other = c;
@@ -291,6 +296,37 @@ START_TEST(test_ckpt_codec)
         ck_assert_int_eq(psd_ckpt_decode(buf, l, &d, err, sizeof err), -1);
     ck_assert_int_eq(psd_ckpt_decode(buf, len, &d, err, sizeof err), 0);
     psd_ckpt_free(&d);
+
+    /* A format-1 file (before the job end existed: a zero reserved field, no
+     * per-worker flags byte) is still read, as running and not done. */
+    uint8_t *old = malloc(len);
+    size_t ol = 0, ip = PSD_CKPT_HEADER;
+    memcpy(old, buf, PSD_CKPT_HEADER);
+    proto_put_be32(old + 8, 1);
+    proto_put_be32(old + 92, 0);
+    ol = PSD_CKPT_HEADER;
+    for (int i = 0; i < 2; i++) {
+        size_t rec = 1 + buf[ip] + 16;
+        memcpy(old + ol, buf + ip, rec);
+        ol += rec;
+        ip += rec + 1;
+    }
+    memcpy(old + ol, buf + ip, len - 4 - ip);
+    ol += len - 4 - ip;
+    proto_put_be32(old + ol, (uint32_t)crc32(0L, old, (uInt)ol));
+    ol += 4;
+    ck_assert_msg(psd_ckpt_decode(old, ol, &d, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(d.finished, 0);
+    ck_assert_int_eq(d.workers[0].done, 0);
+    ck_assert_uint_eq(d.workers[1].last_seq, 77);
+    ck_assert_uint_eq(d.version, 123);
+    ck_assert(memcmp(d.w, w, sizeof w) == 0 && memcmp(d.mom, mom, sizeof mom) == 0);
+    psd_ckpt_free(&d);
+    /* format 1 with the finished bit set is refused (it had no flags) */
+    proto_put_be32(old + 92, 1);
+    proto_put_be32(old + ol - 4, (uint32_t)crc32(0L, old, (uInt)(ol - 4)));
+    ck_assert_int_eq(psd_ckpt_decode(old, ol, &d, err, sizeof err), -1);
+    free(old);
     free(buf);
     /* invalid contents are refused */
     c.lo = 80;
@@ -1088,7 +1124,7 @@ START_TEST(test_lenet_second_shard)
     int port0 = psc_free_port();
     char text[2048];
     int n = snprintf(text, sizeof text,
-                     "{\"job\": {\"model\": \"lenet\", \"mode\": \"async\", \"max_steps\": 1},"
+                     "{\"job\": {\"model\": \"lenet\", \"mode\": \"async\", \"max_steps\": 1000},"
                      " \"data\": {\"train_images\": \"a\", \"train_labels\": \"b\"},"
                      " \"nodes\": [{\"id\": \"ps0\", \"address\": \"127.0.0.1\", \"port\": %d,"
                      " \"role\": \"ps\"}, {\"id\": \"ps1\", \"address\": \"127.0.0.1\","
@@ -1159,7 +1195,7 @@ START_TEST(test_default_node_is_hostname)
     daemon_init(&d, "async", NULL);
     char text[2048];
     int n = snprintf(text, sizeof text,
-                     "{\"job\": {\"model\": \"ray\", \"mode\": \"async\", \"max_steps\": 1},"
+                     "{\"job\": {\"model\": \"ray\", \"mode\": \"async\", \"max_steps\": 1000},"
                      " \"data\": {\"train_images\": \"a\", \"train_labels\": \"b\"},"
                      " \"nodes\": [{\"id\": \"%s\", \"address\": \"127.0.0.1\", \"port\": %d,"
                      " \"role\": \"ps\"}, {\"id\": \"w0\", \"address\": \"127.0.0.1\","

@@ -63,8 +63,10 @@ static void usage(FILE *f)
             "of the file, in the job's mode (sync, async, ssp); model, batch, seed,\n"
             "epochs/max_steps and data come from the file.  A shard that is not up or\n"
             "goes away is retried with back-off.  SIGTERM/SIGINT stop it cleanly (exit 0).\n"
-            "job.max_steps bounds this worker's own steps (in sync mode, the shards'\n"
-            "versions too).  A node with \"evaluate\" also sends REPORT to shard 0.\n"
+            "The job ends after its epochs, at job.max_steps shard versions, or at\n"
+            "job.target_accuracy; the worker then tells every shard (DONE) and exits 0.\n"
+            "An evaluating node (\"evaluate\", default the first worker when there is a\n"
+            "test set) sends each evaluation to shard 0 (REPORT).\n"
             "With --standalone, trains a CNN in this process, through the same code path.\n"
             "Either way it prints one line per epoch (key=value, or JSON with --json).\n"
             "IDX files may be plain or gzip-compressed.\n"
@@ -312,6 +314,7 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
         cJSON_AddNumberToObject(j, "steps", (double)st->steps);
         cJSON_AddNumberToObject(j, "samples", (double)st->samples);
         cJSON_AddNumberToObject(j, "time_s", st->seconds);
+        cJSON_AddNumberToObject(j, "comm_s", st->comm_seconds);
         cJSON_AddNumberToObject(j, "samples/s", sps);
         cJSON_AddNumberToObject(j, "lr", lr);
         cJSON_AddNumberToObject(j, "loss", loss);
@@ -326,9 +329,10 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
         free(s);
         cJSON_Delete(j);
     } else {
-        printf("epoch=%ld steps=%ld samples=%zu time_s=%.3f samples/s=%.1f lr=%g loss=%.4f "
-               "train_acc=%.2f",
-               epoch, st->steps, st->samples, st->seconds, sps, (double)lr, loss, train_acc);
+        printf("epoch=%ld steps=%ld samples=%zu time_s=%.3f comm_s=%.3f samples/s=%.1f lr=%g "
+               "loss=%.4f train_acc=%.2f",
+               epoch, st->steps, st->samples, st->seconds, st->comm_seconds, sps, (double)lr,
+               loss, train_acc);
         if (have_test)
             printf(" test_loss=%.4f test_acc=%.2f", test_loss, test_acc);
         printf("\n");
@@ -364,6 +368,64 @@ static int weights_save(const char *path, const float *w, size_t n, char *err, s
         snprintf(err, errlen, "%s: cannot write the weights", path);
         return -1;
     }
+    return 0;
+}
+
+/* What a distributed worker needs between steps: evaluation of the global
+ * model on the test set (every epoch, every eval_every_steps versions,
+ * every eval_every_s seconds, and at the end) and its REPORT to shard 0. */
+typedef struct worker_eval {
+    const workerd_opts *o;
+    const placement_job *job;
+    remote *rb;
+    const dataset *test;    /* NULL: this worker does not evaluate */
+    double t0;              /* start of training */
+    uint64_t next_version;  /* eval_every_steps: next version to evaluate at */
+    double next_time;       /* eval_every_s: next time */
+    long last_step;         /* worker step of the last evaluation (-1: none) */
+    double loss, acc;       /* of the last evaluation */
+} worker_eval;
+
+/* Evaluate the current global weights, log and REPORT them.  Returns 0, or
+ * -1 with a message. */
+static int worker_evaluate(worker_eval *ev, trainer *t, char *err, size_t errlen)
+{
+    if (trainer_evaluate(t, ev->test, &ev->loss, &ev->acc, err, errlen) != 0)
+        return -1;
+    ev->last_step = t->step;
+    double el = trainer_now() - ev->t0;
+    remote_log(ev->rb, REMOTE_LOG_INFO,
+               "eval: version %llu, step %ld, %.1f s: test_acc=%.2f test_loss=%.4f",
+               (unsigned long long)remote_version(ev->rb), t->step, el, ev->acc, ev->loss);
+    proto_report rep = {.step = (uint64_t)t->step, .samples = t->samples, .elapsed_s = el,
+                        .test_acc = ev->acc / 100.0, .test_loss = ev->loss};
+    return remote_report(ev->rb, &rep, err, errlen) == 0 ? 0 : -1;
+}
+
+/* trainer after_step: evaluations on the job's intervals; stop once the
+ * shards' version reaches job.max_steps (in async mode the shard would
+ * answer FINISHED to the next push anyway: this saves that gradient). */
+static int worker_after_step(void *ctx, trainer *t, char *err, size_t errlen)
+{
+    worker_eval *ev = ctx;
+    uint64_t v = remote_version(ev->rb);
+    if (ev->test) {
+        int due = 0;
+        if (ev->job->eval_every_steps > 0 && v >= ev->next_version) {
+            due = 1;
+            ev->next_version = (v / (uint64_t)ev->job->eval_every_steps + 1) *
+                               (uint64_t)ev->job->eval_every_steps;
+        }
+        double now = trainer_now();
+        if (ev->job->eval_every_s > 0 && now >= ev->next_time) {
+            due = 1;
+            ev->next_time = now + (double)ev->job->eval_every_s;
+        }
+        if (due && worker_evaluate(ev, t, err, errlen) != 0)
+            return -1;
+    }
+    if (ev->job->max_steps > 0 && v >= (uint64_t)ev->job->max_steps)
+        return TRAINER_FINISHED;
     return 0;
 }
 
@@ -420,6 +482,11 @@ static int run_placement(workerd_opts *o)
     if (trainer_init(&tr, &m, engine, &train, me->part, pl.data.parts, job->batch, job->seed,
                      remote_backend(&rb), err, sizeof err) != 0)
         goto out;
+    tr.augment_shift = job->augment_shift;
+    worker_eval ev = {.o = o, .job = job, .rb = &rb, .test = have_test ? &test : NULL,
+                      .last_step = -1};
+    tr.after_step = worker_after_step;
+    tr.after_step_ctx = &ev;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -441,33 +508,34 @@ static int run_placement(workerd_opts *o)
     if (rc != 0)
         goto out;
 
-    double t0 = trainer_now();
-    size_t samples_total = 0;
+    ev.t0 = trainer_now();
+    ev.next_time = ev.t0 + (double)job->eval_every_s;
+    ev.next_version = (uint64_t)job->eval_every_steps;
     long epochs = job->epochs > 0 ? job->epochs : LONG_MAX;
-    for (long epoch = 1; epoch <= epochs; epoch++) {
-        if (job->max_steps > 0 && tr.step >= job->max_steps)
-            break;
+    for (long epoch = 1; epoch <= epochs && !tr.finished; epoch++) {
         float lr = optim_lr_at(&job->opt, (long)remote_version(&rb));
         trainer_stats st;
-        if (trainer_run_epoch(&tr, epoch, job->max_steps, &st, err, sizeof err) != 0)
+        /* max_steps counts the shards' versions: they enforce it */
+        if (trainer_run_epoch(&tr, epoch, 0, &st, err, sizeof err) != 0)
             goto stopped_or_failed;
-        samples_total += st.samples;
-        double test_loss = 0, test_acc = 0;
-        if (have_test &&
-            trainer_evaluate(&tr, &test, &test_loss, &test_acc, err, sizeof err) != 0)
+        if (have_test && ev.last_step != tr.step && worker_evaluate(&ev, &tr, err, sizeof err) != 0)
             goto stopped_or_failed;
-        print_epoch(o, epoch, &st, lr, have_test, test_loss, test_acc);
-        if (have_test) {
-            proto_report rep = {.step = (uint64_t)tr.step, .samples = samples_total,
-                                .elapsed_s = trainer_now() - t0, .test_acc = test_acc / 100.0,
-                                .test_loss = test_loss};
-            if (remote_report(&rb, &rep, err, sizeof err) != 0)
-                goto stopped_or_failed;
-        }
+        print_epoch(o, epoch, &st, lr, have_test, ev.loss, ev.acc);
         if (st.steps == 0)
-            break; /* an empty part or max_steps reached */
+            break; /* an empty part */
     }
-    remote_log(&rb, REMOTE_LOG_INFO, "done: %ld steps", tr.step);
+    if (have_test && ev.last_step != tr.step && worker_evaluate(&ev, &tr, err, sizeof err) != 0)
+        goto stopped_or_failed;
+    remote_log(&rb, REMOTE_LOG_INFO, "%s after %ld steps (%zu samples, %.1f s): telling the shards",
+               tr.finished ? "the job has finished" : "all epochs done", tr.step, tr.samples,
+               trainer_now() - ev.t0);
+    proto_done dn = {.step = (uint64_t)tr.step, .samples = tr.samples};
+    rc = remote_done(&rb, &dn, o->connect_timeout_s > 0 ? o->connect_timeout_s : 30, err,
+                     sizeof err);
+    if (rc == REMOTE_STOPPED)
+        goto stopped_or_failed;
+    if (rc != 0) /* the model is trained; a shard that missed DONE is the operator's to see */
+        remote_log(&rb, REMOTE_LOG_WARN, "DONE not delivered: %s", err);
     exit_code = 0;
     goto out;
 stopped_or_failed:

@@ -183,6 +183,13 @@ static int enc_report(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, siz
     return proto_report_encode(&r->report, req, buf, cap, len);
 }
 
+static int enc_done(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                    size_t *len)
+{
+    (void)c;
+    return proto_done_encode(&r->done, req, buf, cap, len);
+}
+
 /* ------------------------------------------------------------ connecting */
 
 /* Start a non-blocking connect to c.  On failure schedules a retry. */
@@ -260,6 +267,9 @@ static void conn_issue(remote *r, remote_conn *c)
         break;
     case REMOTE_OP_REPORT:
         enc = enc_report;
+        break;
+    case REMOTE_OP_DONE:
+        enc = enc_done;
         break;
     default:
         c->op_done = 1;
@@ -393,6 +403,13 @@ static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
                    c->shard, (unsigned long long)a.seq, (unsigned long long)c->version,
                    (unsigned long long)a.version);
         break;
+    case PROTO_ACK_FINISHED:
+        c->n_finished++;
+        if (!r->finished)
+            remote_log(r, REMOTE_LOG_INFO, "shard %d: the job has finished (version %llu)",
+                       c->shard, (unsigned long long)a.version);
+        r->finished = 1;
+        break;
     case PROTO_ACK_DUPLICATE:
     default:
         c->n_dup++;
@@ -430,7 +447,7 @@ static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
             conn_on_ack(r, c, f);
             return;
         }
-        if (c->op == REMOTE_OP_REPORT && t == PROTO_MSG_OK) {
+        if ((c->op == REMOTE_OP_REPORT || c->op == REMOTE_OP_DONE) && t == PROTO_MSG_OK) {
             conn_set_state(r, c, REMOTE_CONN_READY);
             c->op_done = 1;
             return;
@@ -625,7 +642,9 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
     ops_set(r, REMOTE_OP_PUSH, -1);
     int rc = remote_run(r, 0, err, errlen);
     r->push_grad = NULL;
-    return rc == 0 ? 0 : -1;
+    if (rc != 0)
+        return -1;
+    return r->finished ? TRAINER_FINISHED : 0;
 }
 
 param_backend remote_backend(remote *r)
@@ -648,6 +667,13 @@ int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen)
     r->report = *rep;
     ops_set(r, REMOTE_OP_REPORT, 0);
     return remote_run(r, 0, err, errlen);
+}
+
+int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, size_t errlen)
+{
+    r->done = *d;
+    ops_set(r, REMOTE_OP_DONE, -1);
+    return remote_run(r, timeout_s, err, errlen);
 }
 
 uint64_t remote_version(const remote *r)
@@ -724,10 +750,11 @@ void remote_free(remote *r)
         for (int i = 0; i < r->nshards; i++)
             remote_log(r, REMOTE_LOG_DEBUG,
                        "shard %d: %llu applied, %llu waiting, %llu stale, %llu duplicate, %llu "
-                       "reconnects",
+                       "finished, %llu reconnects",
                        i, (unsigned long long)r->c[i].n_applied,
                        (unsigned long long)r->c[i].n_waiting, (unsigned long long)r->c[i].n_stale,
-                       (unsigned long long)r->c[i].n_dup, (unsigned long long)r->c[i].n_reconnects);
+                       (unsigned long long)r->c[i].n_dup, (unsigned long long)r->c[i].n_finished,
+                       (unsigned long long)r->c[i].n_reconnects);
     free(r->c);
     free(r->cache);
     memset(r, 0, sizeof(*r));

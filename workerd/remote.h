@@ -59,6 +59,7 @@ typedef enum remote_op {
     REMOTE_OP_PULL,      /* done when its WEIGHTS arrived */
     REMOTE_OP_PUSH,      /* done when its ACK arrived */
     REMOTE_OP_REPORT,    /* done when its OK arrived */
+    REMOTE_OP_DONE,      /* done when its OK arrived */
     REMOTE_OP_MAX
 } remote_op;
 
@@ -90,7 +91,7 @@ typedef struct remote_conn {
     int backoff_ms;                  /* 0: connected or never failed */
     int logged_ms;                   /* back-off level last logged */
     /* counters */
-    uint64_t n_applied, n_waiting, n_stale, n_dup, n_reconnects;
+    uint64_t n_applied, n_waiting, n_stale, n_dup, n_finished, n_reconnects;
 } remote_conn;
 
 /* The backend: every shard of one placement. */
@@ -110,6 +111,8 @@ typedef struct remote {
     long push_step;
     int push_samples;
     proto_report report;
+    proto_done done;
+    int finished;                       /* a shard answered ACK FINISHED */
     int fatal;                          /* a configuration mismatch: give up */
     char fatal_msg[1024];
 } remote;
@@ -129,12 +132,19 @@ void remote_free(remote *r);
 int remote_connect(remote *r, double timeout_s, char *err, size_t errlen);
 
 /* The param_backend over r (r must outlive it).  pull/push return -1 with
- * "stopped" in err when the stop flag was set (check the flag). */
+ * "stopped" in err when the stop flag was set (check the flag); push
+ * returns TRAINER_FINISHED once a shard answered ACK FINISHED (the job is
+ * over: r->finished). */
 param_backend remote_backend(remote *r);
 
 /* Send REPORT to shard 0 and wait for its OK.  Returns 0, REMOTE_STOPPED or
  * -1 with a message. */
 int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen);
+
+/* Tell every shard this worker is done (DONE) and wait for their OKs, at
+ * most timeout_s seconds (> 0).  Returns 0, REMOTE_STOPPED or -1 with a
+ * message naming a shard that did not answer. */
+int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, size_t errlen);
 
 /* Shard 0's version as last seen (for the printed learning rate). */
 uint64_t remote_version(const remote *r);
