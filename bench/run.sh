@@ -8,9 +8,14 @@
 #
 #  3. psd under load (bench/load.sh): pushes/s, GB/s, pull p50/p99, peak
 #     RSS with 256 idle workers.
+#  4. The whole cluster (bench/cluster.sh): time to 98.0% validation accuracy
+#     with 2 shards + 2 workers, sync and async, beside PyTorch with the same
+#     recipe in one process (2 threads); throughput with 1, 2, 4 workers and
+#     the share of communication in a worker's step.
 #
 # Environment: BENCH_SECONDS (per speed measurement, default 6),
-# BENCH_SKIP_LOAD=1 / BENCH_SKIP_ACCURACY=1 to skip part 3 / 2,
+# BENCH_SKIP_LOAD=1 / BENCH_SKIP_ACCURACY=1 / BENCH_SKIP_CLUSTER=1 to skip
+# part 3 / 2 / 4,
 # LOAD_SECONDS per load scenario.
 set -u
 BIN=${1:-bin}
@@ -51,6 +56,26 @@ if [ "${BENCH_SKIP_LOAD:-0}" != 1 ]; then
     echo
     echo "== psd under load: one lenet shard over loopback (bench/load.sh)"
     "$HERE/load.sh" "$BIN" || echo "load.sh: FAILED (a protocol check or psd failed; see above)"
+fi
+
+if [ "${BENCH_SKIP_CLUSTER:-0}" != 1 ]; then
+    echo
+    echo "== Time to 98.0% validation accuracy: lenet, 2 shards + 2 workers on 127.0.0.1 (bench/cluster.sh)"
+    MNIST="$ROOT/../shared/data/mnist"
+    for mode in sync async; do
+        "$HERE/cluster.sh" tta "$BIN" $mode "$MNIST" || echo "cluster.sh tta $mode: FAILED"
+    done
+    if [ -f "$MNIST/train-images-idx3-ubyte.gz" ]; then
+        echo "-- PyTorch, the same recipe in one process (batch 64, cosine, shift 2, evaluation every 20 steps), 2 threads"
+        $PY "$HERE/torch_baseline.py" tta --model lenet --threads 2 --epochs 8 --shift 2 --eval-every 20 \
+            --train-images "$MNIST/train-images-idx3-ubyte.gz" --train-labels "$MNIST/train-labels-idx1-ubyte.gz" \
+            --test-images "$MNIST/val-images-idx3-ubyte.gz" --test-labels "$MNIST/val-labels-idx1-ubyte.gz"
+    fi
+    echo
+    echo "== Scaling: one epoch of ../shared/data/mnist (9,000 images) split over 1, 2, 4 workers, 2 shards"
+    for mode in sync async; do
+        "$HERE/cluster.sh" scale "$BIN" $mode "$MNIST" || echo "cluster.sh scale $mode: FAILED"
+    done
 fi
 
 if [ "${BENCH_SKIP_ACCURACY:-0}" = 1 ]; then exit 0; fi

@@ -7,6 +7,11 @@ as the C engine, on the same CPU, in the same run.
   train:  torch_baseline.py train --model lenet --train-images F --train-labels F
           --test-images F --test-labels F --epochs 3 [--batch 64 --lr 0.05 --momentum 0.9]
           one line per epoch: epoch=... time_s=... samples/s=... loss=... test_acc=...
+  tta:    torch_baseline.py tta ... --target 98.0 --eval-every 20 --epochs 8 [--shift 2]
+          time to accuracy, the recipe of bench/cluster.sh tta in one process:
+          cosine schedule over --epochs, random +-shift pixel shifts, evaluation
+          every --eval-every steps; stops at the target.  One line:
+          bench=torch_tta reached=0|1 wall_s=... (data loading included) acc=...
 
 Data is read from IDX files (plain or .gz) and normalised like psd does.
 """
@@ -132,9 +137,63 @@ def train(args):
               f"test_acc={acc:.2f} wall_s={time.perf_counter() - start:.2f}", flush=True)
 
 
+def shift_batch(x, s, g):
+    """Shift each image by a random -s..s pixels in x and y, filling with the
+    background (the normalised value of a 0 pixel), like dataset_augment_shift."""
+    if s <= 0:
+        return x
+    n, _, h, w = x.shape
+    bg = -MEAN / STD
+    pad = F.pad(x, (s, s, s, s), value=bg)
+    d = torch.randint(-s, s + 1, (n, 2), generator=g)
+    out = torch.empty_like(x)
+    key = (d[:, 0] + s) * (2 * s + 1) + (d[:, 1] + s)
+    for k in torch.unique(key).tolist():  # one slice per distinct shift, not per image
+        sel = (key == k).nonzero(as_tuple=True)[0]
+        dy, dx = k // (2 * s + 1) - s, k % (2 * s + 1) - s
+        out[sel] = pad[sel, :, s - dy:s - dy + h, s - dx:s - dx + w]
+    return out
+
+
+def tta(args):
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    xtr, ytr = load(args.train_images, args.train_labels)
+    xte, yte = load(args.test_images, args.test_labels)
+    model = MODELS[args.model]()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    steps_epoch = (len(xtr) + args.batch - 1) // args.batch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps_epoch)
+    g = torch.Generator().manual_seed(args.seed)
+    step, acc, reached = 0, 0.0, 0
+    for epoch in range(1, args.epochs + 1):
+        perm = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), args.batch):
+            idx = perm[i:i + args.batch]
+            model.train()
+            opt.zero_grad()
+            loss = F.nll_loss(model(shift_batch(xtr[idx], args.shift, g)), ytr[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % args.eval_every == 0 or i + args.batch >= len(xtr):
+                model.eval()
+                with torch.no_grad():
+                    acc = (model(xte).argmax(1) == yte).float().mean().item() * 100
+                if acc >= args.target:
+                    reached = 1
+                    break
+        if reached:
+            break
+    print(f"bench=torch_tta model={args.model} threads={args.threads} batch={args.batch} "
+          f"target={args.target:.1f} reached={reached} wall_s={time.perf_counter() - start:.2f} "
+          f"steps={step} epochs_run={epoch} acc={acc:.2f} torch={torch.__version__}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=["speed", "train"])
+    p.add_argument("mode", choices=["speed", "train", "tta"])
     p.add_argument("--model", choices=sorted(MODELS), default="lenet")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
@@ -148,6 +207,9 @@ def main():
     p.add_argument("--train-labels")
     p.add_argument("--test-images")
     p.add_argument("--test-labels")
+    p.add_argument("--target", type=float, default=98.0)
+    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--shift", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -155,8 +217,11 @@ def main():
         speed(args)
     else:
         if not all([args.train_images, args.train_labels, args.test_images, args.test_labels]):
-            p.error("train needs --train-images --train-labels --test-images --test-labels")
-        train(args)
+            p.error(f"{args.mode} needs --train-images --train-labels --test-images --test-labels")
+        if args.mode == "train":
+            train(args)
+        else:
+            tta(args)
 
 
 if __name__ == "__main__":
