@@ -72,6 +72,7 @@ const char *proto_strerror(int code)
     case PROTO_ERR_NOMEM: return "out of memory";
     case PROTO_ERR_NOSPACE: return "buffer too small";
     case PROTO_ERR_INVALID: return "invalid argument";
+    case PROTO_ERR_TIMEOUT: return "timed out";
     default: return "unknown error";
     }
 }
@@ -252,6 +253,15 @@ int proto_frame_check(const proto_frame *f, uint8_t type)
 /* -------------------------------------------------------------- decoder */
 
 /* Initialise d (allocates nothing). */
+int proto_decoder_set_max(proto_decoder *d, size_t max_frame)
+{
+    if (max_frame < PROTO_HEADER_SIZE || max_frame > PROTO_MAX_FRAME_LIMIT ||
+        !proto_decoder_idle(d) || d->state == PROTO_DEC_ERROR)
+        return PROTO_ERR_INVALID;
+    d->max_frame = max_frame;
+    return 0;
+}
+
 int proto_decoder_init(proto_decoder *d, size_t max_frame)
 {
     memset(d, 0, sizeof *d);

@@ -133,7 +133,8 @@ typedef enum proto_err {
     PROTO_ERR_NOMEM = -12,       /* out of memory */
     PROTO_ERR_NOSPACE = -13,     /* local only: encode buffer too small */
     PROTO_ERR_INVALID = -14,     /* local only: bad argument to a function */
-    PROTO_ERR_MIN = -14
+    PROTO_ERR_TIMEOUT = -15,     /* the peer took too long (no HELLO, idle, a frame unfinished) */
+    PROTO_ERR_MIN = -15
 } proto_err;
 
 /* A static description of code ("frame too large"); unknown codes give
@@ -278,6 +279,11 @@ typedef struct proto_decoder {
  * Returns 0, or PROTO_ERR_INVALID if max_frame is below PROTO_HEADER_SIZE
  * or above PROTO_MAX_FRAME_LIMIT.  Allocates nothing. */
 int proto_decoder_init(proto_decoder *d, size_t max_frame);
+
+/* Change d's maximum frame size, between frames (a server lowers it before
+ * HELLO and raises it for a worker).  Returns 0, or PROTO_ERR_INVALID (a
+ * size init would refuse, or a frame in progress: nothing changed). */
+int proto_decoder_set_max(proto_decoder *d, size_t max_frame);
 
 /* Release d's buffer.  d may be initialised again. */
 void proto_decoder_free(proto_decoder *d);

@@ -11,11 +11,14 @@
 #include "kernels.h"
 #include "placement.h"
 #include "psd.h"
+#include "util.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: psd --placement FILE [--node ID] [--state-dir DIR] [--fresh] [--verbose]\n"
+            "           [--max-connections N] [--handshake-timeout S] [--idle-timeout S]\n"
+            "           [--frame-timeout S]\n"
             "\n"
             "Serve one shard of the model's parameters (docs/protocol.md).\n"
             "\n"
@@ -26,6 +29,13 @@ static void usage(FILE *f)
             "  --fresh           ignore an existing checkpoint and start from the job's seed\n"
             "                    (the next checkpoint replaces it)\n"
             "  --verbose         also log DEBUG lines\n"
+            "  --max-connections N   connections held at once; more are refused with\n"
+            "                    ERROR BUSY (default 1024)\n"
+            "  --handshake-timeout S HELLO must arrive within S seconds (default 10)\n"
+            "  --idle-timeout S  close a connection with no request pending and nothing\n"
+            "                    received for S seconds (default 600; 0: never)\n"
+            "  --frame-timeout S a frame must be complete S seconds after its first byte\n"
+            "                    (default 60)\n"
             "  -h, --help        this text\n"
             "\n"
             "Checkpoints go to DIR/shard<N>.ckpt every job.checkpoint_interval_s seconds,\n"
@@ -34,7 +44,17 @@ static void usage(FILE *f)
             "Exit status: 0 clean stop, 1 runtime error, 2 usage error.\n");
 }
 
-enum { OPT_PLACEMENT = 256, OPT_NODE, OPT_STATE_DIR, OPT_FRESH, OPT_VERBOSE };
+enum {
+    OPT_PLACEMENT = 256,
+    OPT_NODE,
+    OPT_STATE_DIR,
+    OPT_FRESH,
+    OPT_VERBOSE,
+    OPT_MAX_CONNS,
+    OPT_HANDSHAKE,
+    OPT_IDLE,
+    OPT_FRAME
+};
 
 static const struct option long_opts[] = {
     {"placement", required_argument, NULL, OPT_PLACEMENT},
@@ -42,6 +62,10 @@ static const struct option long_opts[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"fresh", no_argument, NULL, OPT_FRESH},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+    {"frame-timeout", required_argument, NULL, OPT_FRAME},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -50,6 +74,8 @@ int main(int argc, char **argv)
 {
     const char *placement_path = NULL, *node = NULL, *state_dir = ".";
     int fresh = 0, verbose = 0, c;
+    long max_conns = PSD_MAX_CONNS, handshake_s = PSD_HANDSHAKE_MS / 1000,
+         idle_s = PSD_IDLE_MS / 1000, frame_s = PSD_FRAME_MS / 1000;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
         switch (c) {
@@ -61,6 +87,24 @@ int main(int argc, char **argv)
         case OPT_STATE_DIR: state_dir = optarg; break;
         case OPT_FRESH: fresh = 1; break;
         case OPT_VERBOSE: verbose = 1; break;
+        case OPT_MAX_CONNS:
+            if (util_parse_long(optarg, 1, 1000000, &max_conns) != 0) {
+                fprintf(stderr, "psd: --max-connections: expected 1..1000000, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_HANDSHAKE:
+        case OPT_IDLE:
+        case OPT_FRAME: {
+            long *dst = c == OPT_HANDSHAKE ? &handshake_s : c == OPT_IDLE ? &idle_s : &frame_s;
+            if (util_parse_long(optarg, c == OPT_IDLE ? 0 : 1, 86400, dst) != 0) {
+                fprintf(stderr, "psd: %s: expected seconds %s..86400, got '%s'\n",
+                        argv[optind - 1] ? argv[optind - 1] : "timeout", c == OPT_IDLE ? "0" : "1",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case ':':
             fprintf(stderr, "psd: %s needs a value\n", argv[optind - 1]);
             usage(stderr);
@@ -114,7 +158,9 @@ int main(int argc, char **argv)
     }
     psd_config cfg = {
         .pl = &pl, .me = me, .model = &model, .state_dir = state_dir,
-        .fresh = fresh, .verbose = verbose,
+        .fresh = fresh, .verbose = verbose, .max_conns = (int)max_conns,
+        .handshake_ms = handshake_s * 1000, .idle_ms = idle_s ? idle_s * 1000 : -1,
+        .frame_ms = frame_s * 1000,
     };
     int rc = psd_server_run(&cfg);
     placement_free(&pl);

@@ -19,7 +19,20 @@ typedef struct psd_config {
     const char *state_dir;       /* where checkpoints live */
     int fresh;                   /* ignore an existing checkpoint */
     int verbose;                 /* log DEBUG lines too */
+    /* limits (0: the default) */
+    int max_conns;               /* connections held at once (PSD_MAX_CONNS) */
+    long handshake_ms;           /* HELLO must arrive within this (PSD_HANDSHAKE_MS) */
+    long idle_ms;                /* a connection with nothing pending and nothing
+                                  * received for this long is closed (PSD_IDLE_MS;
+                                  * -1: never) */
+    long frame_ms;               /* a frame must be complete this long after its
+                                  * first byte (PSD_FRAME_MS) */
 } psd_config;
+
+#define PSD_MAX_CONNS 1024
+#define PSD_HANDSHAKE_MS 10000L
+#define PSD_IDLE_MS 600000L      /* 10 minutes */
+#define PSD_FRAME_MS 60000L
 
 /* Run the shard until SIGTERM or SIGINT: resume from the checkpoint in
  * cfg->state_dir (unless cfg->fresh), listen on the node's address, serve,

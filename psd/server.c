@@ -42,6 +42,8 @@
 #define PS_REPORTS_MAX 256          /* accuracy history kept */
 #define PS_SAMPLE_MAX 32            /* bytes of bad input shown in a log line */
 #define PS_BATCH (16u << 10)        /* small replies are gathered up to this size */
+#define PS_HELLO_FRAME (4u << 10)   /* frame limit before HELLO (a HELLO is <= 1,152) */
+#define PS_OPERATOR_FRAME (64u << 10) /* an operator's requests are small */
 
 typedef enum ps_log_level {
     PS_LOG_DEBUG = 0,
@@ -121,6 +123,9 @@ typedef struct ps_conn {
     uint64_t park_ms;
     proto_pull park_pull;
     proto_ack park_ack;
+    uint64_t rx_ms;            /* loop time of the last bytes received */
+    uint64_t frame_ms;         /* loop time a partial frame began (0: between frames) */
+    int quiet;                 /* refused at accept: its ERROR is not logged */
 } ps_conn;
 
 /* The shard's weights at one version, encoded for the wire once and shared
@@ -161,6 +166,10 @@ struct psd_server {
     size_t nworkers, capworkers;
     float *gbuf;               /* n floats: decode and average scratch */
     size_t max_frame, out_limit;
+    size_t nconns;             /* connections not closed */
+    int max_conns;
+    long handshake_ms, idle_ms, frame_ms;
+    uint64_t refused, refused_logged_ms;
     /* sync round */
     size_t round_n;
     uint64_t round_start_ms;
@@ -477,7 +486,8 @@ static void conn_error_sample(ps_conn *c, uint32_t request_id, int code, int for
     vsnprintf(e.text, sizeof e.text, fmt, ap);
     va_end(ap);
     int closes = force_close || proto_err_closes(code);
-    ps_log(c->srv, closes ? PS_LOG_WARN : PS_LOG_INFO, "conn %llu %s: ERROR %s: %s%s%s%s%s",
+    if (!c->quiet)
+        ps_log(c->srv, closes ? PS_LOG_WARN : PS_LOG_INFO, "conn %llu %s: ERROR %s: %s%s%s%s%s",
            (unsigned long long)c->id, c->addr, proto_strerror(code), e.text,
            closes ? " (closing)" : "", sample ? ", input \"" : "", sample ? sample : "",
            sample ? "\"" : "");
@@ -520,6 +530,7 @@ static void conn_close(ps_conn *c)
     free(c->big);
     c->batch = c->big = NULL;
     conn_set_state(c, PS_CONN_CLOSED);
+    s->nconns--;
     c->reading = 0;
     uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
     if (w && w->conn == c) {
@@ -967,6 +978,11 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
         ps_log(s, PS_LOG_INFO, "operator %s connected from %s", h.node_id, c->addr);
     }
     c->role = h.role;
+    /* the largest frame this peer may send: a PUSH of the whole shard */
+    size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n;
+    proto_decoder_set_max(&c->dec, h.role == PROTO_ROLE_WORKER && push_frame > PS_OPERATOR_FRAME
+                                       ? push_frame
+                                       : PS_OPERATOR_FRAME);
     proto_welcome m = {0};
     m.role = PROTO_ROLE_SHARD;
     m.auth_method = PROTO_AUTH_NONE;
@@ -1405,10 +1421,17 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->srv->bytes_in += (uint64_t)nread;
+    c->rx_ms = ps_now(c->srv);
     if (c->state == PS_CONN_DRAINING)
         return;
     c->rlen += (size_t)nread;
     conn_process(c);
+    if (c->state != PS_CONN_CLOSED) {
+        if (proto_decoder_idle(&c->dec) && c->rpos == c->rlen)
+            c->frame_ms = 0;
+        else if (!c->frame_ms)
+            c->frame_ms = c->rx_ms;
+    }
 }
 
 static void listener_cb(uv_stream_t *server, int status)
@@ -1435,12 +1458,28 @@ static void listener_cb(uv_stream_t *server, int status)
     c->state = PS_CONN_HANDSHAKE;
     c->state_ms = ps_now(s);
     snprintf(c->addr, sizeof c->addr, "?");
+    c->rx_ms = c->state_ms;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
+    s->nconns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
+        return;
+    }
+    /* before HELLO only a HELLO-sized frame is taken */
+    proto_decoder_set_max(&c->dec, PS_HELLO_FRAME);
+    if (s->nconns > (size_t)s->max_conns) { /* this one is over the limit */
+        c->quiet = 1;
+        s->refused++;
+        uint64_t now = ps_now(s);
+        if (now - s->refused_logged_ms >= 1000) {
+            ps_log(s, PS_LOG_WARN, "too many connections (max %d): %llu refused so far",
+                   s->max_conns, (unsigned long long)s->refused);
+            s->refused_logged_ms = now;
+        }
+        conn_error(c, 0, PROTO_ERR_BUSY, 1, "too many connections (max %d)", s->max_conns);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -1501,6 +1540,20 @@ static void timer_cb(uv_timer_t *t)
                 send_weights(c, c->park_req, &c->park_pull); /* not modified */
                 conn_process(c);
             }
+    }
+    /* limits: no HELLO in time, a frame left unfinished, idle */
+    for (ps_conn *c = s->conns; c; c = c->next) {
+        if (c->state == PS_CONN_HANDSHAKE && now - c->state_ms >= (uint64_t)s->handshake_ms)
+            conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "no HELLO within %.0f s",
+                       (double)s->handshake_ms / 1000.0);
+        else if ((c->state == PS_CONN_READY || c->state == PS_CONN_HANDSHAKE) && c->frame_ms &&
+                 now - c->frame_ms >= (uint64_t)s->frame_ms)
+            conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "a frame still incomplete after %.0f s",
+                       (double)s->frame_ms / 1000.0);
+        else if (c->state == PS_CONN_READY && s->idle_ms > 0 && c->park == PS_PARK_NONE &&
+                 c->out_bytes == 0 && c->nwrites == 0 && now - c->rx_ms >= (uint64_t)s->idle_ms)
+            conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "idle for %.0f s",
+                       (double)s->idle_ms / 1000.0);
     }
     /* connections that will not finish closing */
     for (ps_conn *c = s->conns; c; c = c->next) {
@@ -1638,6 +1691,10 @@ int psd_server_run(const psd_config *cfg)
         ps_log(s, PS_LOG_ERROR, "shard of %zu parameters is too large for one frame", s->n);
         goto out_free;
     }
+    s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : PSD_MAX_CONNS;
+    s->handshake_ms = cfg->handshake_ms > 0 ? cfg->handshake_ms : PSD_HANDSHAKE_MS;
+    s->idle_ms = cfg->idle_ms != 0 ? cfg->idle_ms : PSD_IDLE_MS;
+    s->frame_ms = cfg->frame_ms > 0 ? cfg->frame_ms : PSD_FRAME_MS;
     size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n;
     s->max_frame = push_frame > PROTO_MAX_FRAME ? push_frame : PROTO_MAX_FRAME;
     s->out_limit = 2 * (PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 4 * s->n) + (64u << 10);

@@ -132,11 +132,15 @@ static char *log_text(const daemon_t *d)
     return s;
 }
 
-/* Start the daemon (extra args, e.g. "--fresh") and wait until it accepts. */
-static void daemon_start(daemon_t *d, const char *extra)
+/* Start the daemon with up to 8 extra args (NULL-terminated) and wait until
+ * it accepts. */
+static void daemon_start_args(daemon_t *d, const char *const *extra)
 {
-    const char *args[] = {"--placement", d->conf, "--node", "ps0", "--state-dir", d->state,
-                          extra, NULL};
+    const char *args[16] = {"--placement", d->conf, "--node", "ps0", "--state-dir", d->state};
+    int n = 6;
+    for (int i = 0; extra && extra[i] && n < 15; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
     d->pid = spawn(d, args);
     psd_client probe;
     double end = psc_now() + 10;
@@ -154,6 +158,13 @@ static void daemon_start(daemon_t *d, const char *extra)
         ck_assert_msg(psc_now() < end, "psd did not start listening");
         usleep(20000);
     }
+}
+
+/* Start the daemon (one extra arg, e.g. "--fresh", or NULL). */
+static void daemon_start(daemon_t *d, const char *extra)
+{
+    const char *args[] = {extra, NULL};
+    daemon_start_args(d, args);
 }
 
 /* Signal the daemon and return its exit status (fails the test on a hang). */
@@ -1008,6 +1019,100 @@ START_TEST(test_garbage)
 }
 END_TEST
 
+/* Seconds until c gets an ERROR with `code` and then EOF; fails otherwise. */
+static double expect_closed_with(psd_client *c, int code)
+{
+    double t0 = psc_now();
+    int rc = psc_error_recv(c);
+    ck_assert_msg(rc == code, "got %d (%s), want %d", rc, c->last_error.text, code);
+    proto_frame f;
+    ck_assert_int_eq(psc_recv(c, &f), PSC_ERR_EOF);
+    return psc_now() - t0;
+}
+
+/* Limits: a client that never says HELLO, one that sends a frame a byte at
+ * a time, an idle operator, frames larger than the peer's role allows, and
+ * more connections than --max-connections: each gets ERROR and a close in
+ * time, while a worker keeps being served and memory stays put. */
+START_TEST(test_limits)
+{
+    daemon_t d;
+    daemon_init(&d, "async", NULL);
+    const char *extra[] = {"--handshake-timeout", "1", "--frame-timeout", "2",
+                           "--idle-timeout", "3", "--max-connections", "4", NULL};
+    daemon_start_args(&d, extra);
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client good, silent, slow, big, idle;
+    worker_connect(&d, &good, "w0", NULL);
+    /* no HELLO: closed after the handshake timeout (1 s) */
+    ck_assert_int_eq(psc_connect(&silent, d.port, 2000, READ_MS), 0);
+    /* a HELLO trickled a byte at a time: the frame timeout (2 s) */
+    ck_assert_int_eq(psc_connect(&slow, d.port, 2000, READ_MS), 0);
+    proto_hello h = {.role = PROTO_ROLE_WORKER, .nparams = NP};
+    strcpy(h.node_id, "w1");
+    strcpy(h.model, "ray");
+    uint8_t hb[256];
+    size_t hl = 0;
+    ck_assert_int_eq(proto_hello_encode(&h, 1, hb, sizeof hb, &hl), 0);
+    double t0 = psc_now();
+    for (size_t i = 0; i < 5; i++)
+        ck_assert_int_eq(psc_send_raw(&slow, hb + i, 1), 0);
+    /* more connections than allowed: good, silent, slow + this = 4; the 5th is refused */
+    ck_assert_int_eq(psc_connect(&big, d.port, 2000, READ_MS), 0);
+    psd_client over;
+    ck_assert_int_eq(psc_connect(&over, d.port, 2000, READ_MS), 0);
+    expect_closed_with(&over, PROTO_ERR_BUSY);
+    ck_assert_ptr_nonnull(strstr(over.last_error.text, "too many connections (max 4)"));
+    psc_close(&over);
+    /* before HELLO a frame may be at most a few KiB: a 1 MB header is refused */
+    uint8_t hdr[PROTO_FRAME_OVERHEAD];
+    ck_assert_int_eq(proto_header_encode(hdr, PROTO_MSG_HELLO, 0, 9, 1u << 20), 0);
+    ck_assert_int_eq(psc_send_raw(&big, hdr, sizeof hdr), 0);
+    expect_closed_with(&big, PROTO_ERR_TOO_LARGE);
+    psc_close(&big);
+    double dt = expect_closed_with(&silent, PROTO_ERR_TIMEOUT);
+    ck_assert_ptr_nonnull(strstr(silent.last_error.text, "no HELLO within 1 s"));
+    psc_close(&silent);
+    assert_weights(&good, &ref);
+    for (size_t i = 5; i < 9; i++) { /* still trickling, still not a whole frame */
+        ck_assert_int_eq(psc_send_raw(&slow, hb + i, 1), 0);
+        usleep(200000);
+    }
+    expect_closed_with(&slow, PROTO_ERR_TIMEOUT);
+    dt = psc_now() - t0;
+    ck_assert_msg(dt >= 1.0 && dt < 4.0, "closed after %.2f s", dt);
+    psc_close(&slow);
+    assert_weights(&good, &ref);
+    psc_close(&good); /* it would be idle as long as the operator below */
+    /* an operator may not send a large frame (a worker may: a lenet PUSH) */
+    ck_assert_int_eq(psc_connect(&big, d.port, 2000, READ_MS), 0);
+    proto_welcome wel;
+    ck_assert_int_eq(psc_hello(&big, PROTO_ROLE_OPERATOR, "op", "", 0, &wel), 0);
+    ck_assert_int_eq(proto_header_encode(hdr, PROTO_MSG_PUSH, 0, 2, 1u << 20), 0);
+    ck_assert_int_eq(psc_send_raw(&big, hdr, sizeof hdr), 0);
+    expect_closed_with(&big, PROTO_ERR_TOO_LARGE);
+    psc_close(&big);
+    /* an idle operator: closed after 3 s of nothing */
+    ck_assert_int_eq(psc_connect(&idle, d.port, 2000, READ_MS), 0);
+    ck_assert_int_eq(psc_hello(&idle, PROTO_ROLE_OPERATOR, "op2", "", 0, &wel), 0);
+    t0 = psc_now();
+    expect_closed_with(&idle, PROTO_ERR_TIMEOUT);
+    dt = psc_now() - t0;
+    ck_assert_msg(dt >= 2.5 && dt < 5.0, "idle close after %.2f s", dt);
+    psc_close(&idle);
+    /* connections are taken again */
+    worker_connect(&d, &good, "w0", NULL);
+    assert_weights(&good, &ref);
+    char *l = log_text(&d);
+    ck_assert_msg(strstr(l, "too many connections (max 4): 1 refused so far"), "%s", l);
+    free(l);
+    psc_close(&good);
+    ps_shard_free(&ref);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(test_slow_reader)
 {
     daemon_t d;
@@ -1240,6 +1345,7 @@ Suite *psd_suite(void)
     tcase_add_test(tc, test_periodic_checkpoint);
     tcase_add_test(tc, test_garbage);
     tcase_add_test(tc, test_slow_reader);
+    tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_lenet_second_shard);
     suite_add_tcase(s, tc);
     return s;
