@@ -3,8 +3,9 @@
  *
  * query.c talks to the shards, all at once, on one libuv loop: per shard a
  * connection says HELLO as PROTO_ROLE_OPERATOR and pipelines one request
- * (STATUS_REQ or CHECKPOINT); one timer bounds the whole exchange (connect,
- * handshake and reply).  Each shard ends with a ctl_result: the reply, or an
+ * (STATUS_REQ or CHECKPOINT; a PULL is sent once the WELCOME has named the
+ * shard's range); one timer bounds the whole exchange (connect, handshake
+ * and reply).  Each shard ends with a ctl_result: the reply, or an
  * error naming what went wrong ("connection refused", "timed out after
  * 3000 ms", the shard's ERROR).  table.c lays out text tables; main.c is the
  * command line and the output.
@@ -23,6 +24,7 @@
 typedef enum ctl_req {
     CTL_REQ_STATUS = 0, /* STATUS_REQ -> STATUS JSON */
     CTL_REQ_CHECKPOINT, /* CHECKPOINT -> OK with the version written */
+    CTL_REQ_PULL,       /* PULL of the shard's whole range -> WEIGHTS */
     CTL_REQ_MAX
 } ctl_req;
 
@@ -38,9 +40,13 @@ typedef struct ctl_result {
     int reached;                        /* the TCP connection was established */
     char error[CTL_ERROR_MAX];          /* !ok: why */
     uint64_t lo, hi, version;           /* from the WELCOME (ok only) */
+    uint64_t nparams;                   /* from the WELCOME: the shard's model */
+    char model[PROTO_MODEL_MAX + 1];
     char *json;                         /* STATUS: NUL-terminated copy (owned) */
     size_t json_len;
     uint64_t ckpt_version;              /* CHECKPOINT: the version written */
+    float *weights;                     /* PULL: hi - lo floats of [lo, hi) (owned) */
+    uint64_t weights_version;           /* PULL: the version they were taken at */
 } ctl_result;
 
 /* Ask the n shards listed in shards[] (indexes into pl->shard_node) the
@@ -52,7 +58,7 @@ typedef struct ctl_result {
 int ctl_query_run(const placement *pl, const int *shards, int n, ctl_req req, int timeout_ms,
                   ctl_result *out, char *err, size_t errlen);
 
-/* Free what r owns (its JSON copy). */
+/* Free what r owns (its JSON copy, its weights). */
 void ctl_result_free(ctl_result *r);
 
 /* "host:port", with brackets around an IPv6 literal, into out. */

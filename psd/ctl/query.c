@@ -9,6 +9,11 @@
  * A connection's life, driven by conn_set_state():
  *   RESOLVING (host names only) -> CONNECTING -> WAITING (HELLO and the
  *   request written, reading the WELCOME and the reply) -> DONE or FAILED.
+ * A PULL cannot be pipelined: it must name the shard's range, which the
+ * WELCOME tells, so it is written when the WELCOME arrives (its own write
+ * request and buffer, as the HELLO's write may not have completed yet).
+ * The WEIGHTS reply (1.7 MB for a lenet shard) is assembled by the frame
+ * decoder, bounded by PROTO_MAX_FRAME, and copied out at once.
  * DONE/FAILED are final: the result is recorded once, the socket closed,
  * and later callbacks (a cancelled connect, a late getaddrinfo) are ignored.
  */
@@ -55,6 +60,8 @@ typedef struct ctl_conn {
     proto_decoder dec;
     uint8_t out[CTL_OUT_MAX];
     size_t out_len;
+    uv_write_t pull_req;       /* the PULL, written after the WELCOME */
+    uint8_t pull_out[PROTO_FRAME_OVERHEAD + PROTO_PULL_SIZE];
     uint8_t *rbuf;             /* CTL_READ_BUF bytes, owned */
 } ctl_conn;
 
@@ -84,6 +91,8 @@ void ctl_result_free(ctl_result *r)
     free(r->json);
     r->json = NULL;
     r->json_len = 0;
+    free(r->weights);
+    r->weights = NULL;
 }
 
 static void ctl_noop_close_cb(uv_handle_t *h)
@@ -134,6 +143,56 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->rbuf, CTL_READ_BUF);
 }
 
+static void conn_write_cb(uv_write_t *req, int status);
+
+/* The WELCOME named the shard's range: ask for all of it (request id 2). */
+static void conn_pull_send(ctl_conn *c)
+{
+    proto_pull p = {.min_version = 0, .lo = c->res->lo, .hi = c->res->hi};
+    size_t len = 0;
+    if (proto_pull_encode(&p, 2, c->pull_out, sizeof c->pull_out, &len) != 0) {
+        conn_fail(c, "cannot encode the PULL");
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->pull_out, (unsigned)len);
+    c->pull_req.data = c;
+    int rc = uv_write(&c->pull_req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+    if (rc != 0)
+        conn_fail(c, "write: %s", uv_strerror(rc));
+}
+
+/* The WEIGHTS answering the PULL: must be the whole range asked for.
+ * Copies the floats into the result.  Returns 0, or -1 after conn_fail. */
+static int conn_weights(ctl_conn *c, const proto_frame *f)
+{
+    if (f->hdr.type != PROTO_MSG_WEIGHTS) {
+        conn_fail(c, "expected WEIGHTS, got %s", proto_msg_name(f->hdr.type));
+        return -1;
+    }
+    proto_weights w;
+    int rc = proto_weights_decode(f, &w);
+    if (rc != 0) {
+        conn_fail(c, "bad WEIGHTS: %s", proto_strerror(rc));
+        return -1;
+    }
+    if (w.not_modified || w.lo != c->res->lo || w.hi != c->res->hi) {
+        conn_fail(c, "WEIGHTS of [%llu, %llu)%s, asked for [%llu, %llu)",
+                  (unsigned long long)w.lo, (unsigned long long)w.hi,
+                  w.not_modified ? " without floats" : "", (unsigned long long)c->res->lo,
+                  (unsigned long long)c->res->hi);
+        return -1;
+    }
+    size_t n = (size_t)(w.hi - w.lo); /* the frame holds 4n bytes: bounded by the decoder */
+    c->res->weights = malloc(n * sizeof(float));
+    if (!c->res->weights) {
+        conn_fail(c, "out of memory for %zu weights", n);
+        return -1;
+    }
+    proto_floats_decode(c->res->weights, w.raw, n);
+    c->res->weights_version = w.version;
+    return 0;
+}
+
 /* Handle one frame from the shard: the WELCOME, then the reply. */
 static void conn_frame(ctl_conn *c, const proto_frame *f)
 {
@@ -168,6 +227,10 @@ static void conn_frame(ctl_conn *c, const proto_frame *f)
         c->res->lo = w.lo;
         c->res->hi = w.hi;
         c->res->version = w.param_version;
+        c->res->nparams = w.nparams;
+        snprintf(c->res->model, sizeof c->res->model, "%s", w.model);
+        if (c->q->req == CTL_REQ_PULL)
+            conn_pull_send(c);
         return;
     }
     if (f->hdr.request_id != 2) {
@@ -188,6 +251,9 @@ static void conn_frame(ctl_conn *c, const proto_frame *f)
         memcpy(c->res->json, st.json, st.len);
         c->res->json[st.len] = '\0';
         c->res->json_len = st.len;
+    } else if (c->q->req == CTL_REQ_PULL) {
+        if (conn_weights(c, f) != 0)
+            return;
     } else {
         proto_ok ok;
         if (f->hdr.type != PROTO_MSG_OK || proto_ok_decode(f, &ok) != 0) {
@@ -250,6 +316,10 @@ static int conn_encode(ctl_conn *c)
     size_t a = 0, b = 0;
     if (proto_hello_encode(&h, 1, c->out, sizeof c->out, &a) != 0)
         return -1;
+    if (q->req == CTL_REQ_PULL) { /* sent after the WELCOME (conn_pull_send) */
+        c->out_len = a;
+        return 0;
+    }
     int rc = q->req == CTL_REQ_STATUS
                  ? proto_status_req_encode(2, c->out + a, sizeof c->out - a, &b)
                  : proto_checkpoint_encode(2, c->out + a, sizeof c->out - a, &b);
