@@ -131,7 +131,7 @@ void cl_conf_write(const char *mode, const char *job_extra)
                      " \"nodes\": [\n",
                      mode, g_momentum, job_extra ? ", " : "", job_extra ? job_extra : "", g_cl.train_img,
                      g_cl.train_lbl, g_cl.test_img, g_cl.test_lbl);
-    if (strcmp(mode, "sync") != 0) {
+    if (strcmp(mode, "sync") != 0 || (job_extra && strstr(job_extra, "barrier_timeout_ms"))) {
         /* barrier_timeout_ms is for sync only */
         char *b = strstr(text, "\"barrier_timeout_ms\": 20000, ");
         if (b)
