@@ -15,7 +15,10 @@
 #
 # Everything runs in a temporary directory (placement copy, checkpoints,
 # logs); Ctrl-C, TERM or any exit stops every process started here and
-# removes the directory.  Exit status: 0 when both workers finished cleanly.
+# removes the directory.  At the end the shards say the job finished, the
+# trained model is exported with psctl export to DEMO_MODEL (default
+# build/demo/lenet.psdm under the repository) and checked with psctl eval.
+# Exit status: 0 when both workers finished cleanly and the export worked.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -228,9 +231,22 @@ echo "accuracy history (psctl accuracy, reported by w0 on the $TEST set):"
 echo
 final=$(grep -o 'test_acc=[0-9.]*' "$TMP/w0.out" | tail -n1 | cut -d= -f2)
 last=$(tail -n1 "$TMP/w0.out" 2>/dev/null)
+job=$("$BIN/psctl" --placement "$CONF" status 2>/dev/null | grep -m1 '^job:')
+echo "demo: ${job:-job: (no job line from psctl status)}"
+MODEL=${DEMO_MODEL:-$ROOT/build/demo/lenet.psdm}
+mkdir -p "$(dirname "$MODEL")" 2>/dev/null
+out=$("$BIN/psctl" --placement "$CONF" export "$MODEL" 2>&1); rc=$?
+sed 's/^/demo: /' <<<"$out"
+if [ $rc != 0 ]; then
+    echo "demo: psctl export to $MODEL failed" >&2
+    fail=1
+fi
 if [ $fail = 0 ] && [ -n "$final" ]; then
     echo "demo: done: final accuracy ${final}% ($SHORT)"
     echo "demo: wall time ${WALL} s for $EPOCHS epochs${TOTAL:+, $TOTAL steps}; w0's last epoch: $last"
+    echo "demo: the trained model is in $MODEL; psctl eval on it ($SHORT):"
+    "$BIN/psctl" eval "$MODEL" --test-images "$DIR/$TEST-images-idx3-ubyte.gz" \
+        --test-labels "$DIR/$TEST-labels-idx1-ubyte.gz" | sed 's/^/  /'
     exit 0
 fi
 echo "demo: FAILED after ${WALL} s (worker logs above; w0's last line: ${last:-none})" >&2
