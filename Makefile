@@ -10,9 +10,12 @@
 #                        them under qemu-aarch64 (NEON path)
 #   make deps            install the Debian packages needed to build, test and run
 #   make demo            2 psd shards + 2 workerd on 127.0.0.1 train lenet, live progress
+#   make chaos           fault scenarios (kill -9, hang, read-only state) and recovery figures
 #   make mnist           download the official MNIST files into data/mnist/ (needs internet)
 #   make install         install programs, systemd units, example placement
 #                        (PREFIX=/usr/local, DESTDIR=)
+#   make fuzz            build the libFuzzer targets (clang) and run each for
+#                        FUZZ_SECONDS (60); make fuzz-build only builds them
 #   make clean
 
 SHELL := /bin/bash
@@ -195,6 +198,11 @@ train: $(BIN)/workerd
 # The cluster of conf/placement.local.conf on this machine (conf/demo.sh):
 # live progress from psctl, the final accuracy; Ctrl-C stops everything.
 # DEMO_DATA=mnist|shared|fashion and DEMO_EPOCHS=N are passed through.
+.PHONY: chaos
+# Fault scenarios on a local cluster, each beside the unfaulted job (bench/chaos.sh).
+chaos: $(PROGRAMS)
+	bench/chaos.sh $(BIN)
+
 .PHONY: demo
 demo: $(PROGRAMS)
 	@bash conf/demo.sh $(BIN)
