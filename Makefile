@@ -52,17 +52,19 @@ override LDFLAGS += -pthread $(SANFLAGS)
 # Libraries: from pkg-config natively; by name when cross-compiling (Debian
 # multiarch puts the arm64 libraries where the cross compiler looks).
 ifeq ($(CROSS),)
-  PKGS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libuv libcjson check zlib 2>/dev/null)
+  PKGS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libuv libcjson check zlib libsodium 2>/dev/null)
   LIB_UV      := $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null)
   LIB_CJSON   := $(shell $(PKG_CONFIG) --libs libcjson 2>/dev/null)
   LIB_CHECK   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
   LIB_Z       := $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null)
+  LIB_SODIUM  := $(shell $(PKG_CONFIG) --libs libsodium 2>/dev/null)
 else
   PKGS_CFLAGS :=
   LIB_UV      := -luv
   LIB_CJSON   := -lcjson
   LIB_CHECK   := -lcheck -lsubunit -lrt -lm
   LIB_Z       := -lz
+  LIB_SODIUM  := -lsodium
 endif
 override CFLAGS += $(PKGS_CFLAGS)
 LIBS_BASE := $(LIB_Z) -lm
@@ -120,15 +122,15 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ) $(PROTO_OBJ)
 
 $(BIN)/workerd: $(WORKERD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIB_CJSON) $(LIBS_BASE) -o $@
+	$(CC) $(LDFLAGS) $^ $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
 $(BIN)/psd: $(PSD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
 $(BIN)/psctl: $(PSCTL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
 # ---------------------------------------------------------------- tests
 # Every tests/check_<name>.c defines `Suite *<name>_suite(void)`; the runner's
@@ -149,7 +151,7 @@ TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELP
 
 $(BUILD)/tests/check_all: $(TEST_OBJ) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIB_CHECK) $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+	$(CC) $(LDFLAGS) $^ $(LIB_CHECK) $(LIB_UV) $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
 # Tests start the real programs; they find them through PSD_BIN.  On an
 # x86-64 host with the cross tools, make test also runs the aarch64 suite.
@@ -263,15 +265,15 @@ bench: deps-bench $(PROGRAMS) $(BENCH_PROGRAMS)
 
 $(BIN)/bench_%: $(BUILD)/bench/bench_%.o $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIBS_BASE) -o $@
+	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
 # ---------------------------------------------------------------- deps
 # Installs what is missing; as root with apt-get, otherwise prints the line to
 # run and fails.  The arm64 libraries (for make test-arm64) come from Debian
 # multiarch, enabled here on x86-64 hosts.  Rerunning is harmless.
-DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev \
+DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev libsodium-dev \
              dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64
+DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64 libsodium-dev:arm64
 deps:
 	@set -e; pkgs="$(DEPS_PKGS)"; \
 	if [ "$$(dpkg --print-architecture)" = amd64 ]; then pkgs="$$pkgs $(DEPS_ARM64_PKGS)"; fi; \

@@ -39,7 +39,14 @@ static const type_info types[PROTO_MSG_MAX] = {
     [PROTO_MSG_OK] = {"OK", 0, PROTO_OK_SIZE, PROTO_OK_SIZE},
     [PROTO_MSG_ERROR] = {"ERROR", 0, PROTO_ERROR_FIXED, PROTO_ERROR_FIXED + PROTO_ERROR_TEXT_MAX},
     [PROTO_MSG_DONE] = {"DONE", 0, PROTO_DONE_SIZE, PROTO_DONE_SIZE},
+    [PROTO_MSG_AUTH] = {"AUTH", 0, PROTO_AUTH_SIZE, PROTO_AUTH_SIZE},
 };
+
+/* The handshake's frames are never sealed: the session starts after them. */
+static int type_sealable(uint8_t type)
+{
+    return type != PROTO_MSG_HELLO && type != PROTO_MSG_WELCOME && type != PROTO_MSG_AUTH;
+}
 
 /* Name of a message type, "?" if unknown. */
 const char *proto_msg_name(int type)
@@ -135,9 +142,9 @@ size_t proto_max_floats(size_t max_frame)
 {
     if (max_frame == 0)
         max_frame = PROTO_MAX_FRAME;
-    size_t fixed = PROTO_HEADER_SIZE + (PROTO_PUSH_FIXED > PROTO_WEIGHTS_FIXED
-                                            ? PROTO_PUSH_FIXED
-                                            : PROTO_WEIGHTS_FIXED);
+    size_t fixed = PROTO_HEADER_SIZE + PROTO_SEAL_TAG_SIZE +
+                   (PROTO_PUSH_FIXED > PROTO_WEIGHTS_FIXED ? PROTO_PUSH_FIXED
+                                                           : PROTO_WEIGHTS_FIXED);
     return max_frame > fixed ? (max_frame - fixed) / 4 : 0;
 }
 
@@ -183,12 +190,19 @@ static int prefix_check(uint32_t length, size_t max_frame)
     return 0;
 }
 
-/* Flags and payload size against the type's entry (type already valid). */
+/* Flags and payload size against the type's entry (type already valid).  A
+ * sealed payload is the plain one plus the tag. */
 static int type_check(uint8_t type, uint8_t flags, size_t payload_len)
 {
     const type_info *t = &types[type];
-    if (flags & ~t->flags)
+    uint8_t allowed = t->flags | (type_sealable(type) ? PROTO_FLAG_SEALED : 0);
+    if (flags & ~allowed)
         return PROTO_ERR_BAD_FRAME;
+    if (flags & PROTO_FLAG_SEALED) {
+        if (payload_len < PROTO_SEAL_TAG_SIZE)
+            return PROTO_ERR_BAD_FRAME;
+        payload_len -= PROTO_SEAL_TAG_SIZE;
+    }
     if (payload_len < t->min || payload_len > t->max)
         return PROTO_ERR_BAD_FRAME;
     return 0;
@@ -245,7 +259,7 @@ int proto_frame_check(const proto_frame *f, uint8_t type)
 {
     if (!f || f->hdr.type != type || type == 0 || type >= PROTO_MSG_MAX)
         return PROTO_ERR_INVALID;
-    if (f->payload_len && !f->payload)
+    if ((f->payload_len && !f->payload) || (f->hdr.flags & PROTO_FLAG_SEALED))
         return PROTO_ERR_INVALID;
     return type_check(type, f->hdr.flags, f->payload_len);
 }

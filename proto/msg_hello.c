@@ -1,4 +1,4 @@
-/* msg_hello.c - HELLO and WELCOME, the handshake (docs/protocol.md).
+/* msg_hello.c - HELLO, WELCOME and AUTH, the handshake (docs/protocol.md).
  *
  * Both start with the same 8 bytes (protocol version, role, auth method and
  * the three variable lengths) and end with node id, model name and auth
@@ -73,9 +73,10 @@ typedef struct hs_decoded {
 } hs_decoded;
 
 /* Decode the shared part of a payload with `fixed` fixed bytes; copy the
- * strings to node_id and model (NUL-terminated). */
-static int hs_read(const uint8_t *p, size_t len, size_t fixed, hs_decoded *c, char *node_id,
-                   char *model)
+ * strings to node_id and model (NUL-terminated).  key_len is the blob
+ * length the method PROTO_AUTH_KEY has in this message. */
+static int hs_read(const uint8_t *p, size_t len, size_t fixed, size_t key_len, hs_decoded *c,
+                   char *node_id, char *model)
 {
     if (len < fixed)
         return PROTO_ERR_BAD_FRAME;
@@ -94,8 +95,9 @@ static int hs_read(const uint8_t *p, size_t len, size_t fixed, hs_decoded *c, ch
     const uint8_t *s = p + fixed;
     if (!name_ok(s, id_len) || !name_ok(s + id_len, model_len))
         return PROTO_ERR_BAD_FRAME;
-    /* Version 1 knows one method, none, and it carries no blob. */
-    if (c->auth_method != PROTO_AUTH_NONE || c->auth_len != 0)
+    /* none carries no blob; KEY exactly its nonce (and proof) */
+    if (!(c->auth_method == PROTO_AUTH_NONE && c->auth_len == 0) &&
+        !(c->auth_method == PROTO_AUTH_KEY && c->auth_len == key_len))
         return PROTO_ERR_AUTH;
     memcpy(node_id, s, id_len);
     node_id[id_len] = '\0';
@@ -132,7 +134,8 @@ int proto_hello_decode(const proto_frame *f, proto_hello *out)
     if (rc)
         return rc;
     hs_decoded c;
-    rc = hs_read(f->payload, f->payload_len, PROTO_HELLO_FIXED, &c, out->node_id, out->model);
+    rc = hs_read(f->payload, f->payload_len, PROTO_HELLO_FIXED, PROTO_HELLO_AUTH_KEY_LEN, &c,
+                 out->node_id, out->model);
     if (rc)
         return rc;
     if (c.role != PROTO_ROLE_WORKER && c.role != PROTO_ROLE_OPERATOR)
@@ -177,7 +180,8 @@ int proto_welcome_decode(const proto_frame *f, proto_welcome *out)
     if (rc)
         return rc;
     hs_decoded c;
-    rc = hs_read(f->payload, f->payload_len, PROTO_WELCOME_FIXED, &c, out->node_id, out->model);
+    rc = hs_read(f->payload, f->payload_len, PROTO_WELCOME_FIXED, PROTO_WELCOME_AUTH_KEY_LEN, &c,
+                 out->node_id, out->model);
     if (rc)
         return rc;
     if (c.role != PROTO_ROLE_SHARD)
@@ -195,5 +199,26 @@ int proto_welcome_decode(const proto_frame *f, proto_welcome *out)
     out->hi = hi;
     out->param_version = proto_get_be64(p + 32);
     out->last_seq = proto_get_be64(p + 40);
+    return 0;
+}
+
+/* Encode an AUTH frame. */
+int proto_auth_encode(const proto_auth *m, uint32_t request_id, uint8_t *buf, size_t cap,
+                      size_t *len)
+{
+    int rc = proto_frame_start(buf, cap, len, PROTO_MSG_AUTH, 0, request_id, PROTO_AUTH_SIZE);
+    if (rc)
+        return rc;
+    memcpy(buf + PROTO_FRAME_OVERHEAD, m->proof, PROTO_AUTH_PROOF_SIZE);
+    return 0;
+}
+
+/* Decode an AUTH frame. */
+int proto_auth_decode(const proto_frame *f, proto_auth *out)
+{
+    int rc = proto_frame_check(f, PROTO_MSG_AUTH);
+    if (rc)
+        return rc;
+    memcpy(out->proof, f->payload, PROTO_AUTH_PROOF_SIZE);
     return 0;
 }

@@ -22,8 +22,11 @@
  *               snprintf, so a caller can size its buffer exactly.
  *
  * Files: frame.c (header, stream decoder, floats), msg_hello.c
- * (HELLO/WELCOME), msg_data.c (PULL/WEIGHTS/PUSH/ACK), msg_control.c
- * (STATUS/REPORT/CHECKPOINT/OK/ERROR).
+ * (HELLO/WELCOME/AUTH), msg_data.c (PULL/WEIGHTS/PUSH/ACK), msg_control.c
+ * (STATUS/REPORT/CHECKPOINT/OK/ERROR).  The cryptography of an authenticated
+ * session (the handshake's proofs, sealing and opening frames) is in
+ * secure.{h,c}, the only file that needs libsodium; this header only knows
+ * the sizes and the SEALED flag.
  */
 #ifndef PSD_PROTO_H
 #define PSD_PROTO_H
@@ -51,11 +54,19 @@
 /* Header flags.  A flag is valid only on the message types listed; any other
  * bit set is PROTO_ERR_BAD_FRAME. */
 #define PROTO_FLAG_NOT_MODIFIED 0x01u /* WEIGHTS: nothing newer, no floats */
+/* The payload is sealed (secure.h, docs/security.md): encrypted, with a
+ * PROTO_SEAL_TAG_SIZE tag appended and counted in the length.  Allowed on
+ * every type except HELLO, WELCOME and AUTH; the size bounds of a sealed
+ * frame are the type's plus the tag. */
+#define PROTO_FLAG_SEALED 0x80u
+#define PROTO_SEAL_TAG_SIZE 16
 
 /* String and blob bounds (bytes, without a terminating NUL). */
 #define PROTO_NODE_ID_MAX 64      /* HELLO/WELCOME node id, 1..64 */
 #define PROTO_MODEL_MAX 32        /* model name, 0..32 */
 #define PROTO_AUTH_MAX 1024       /* opaque auth blob */
+#define PROTO_AUTH_NONCE_SIZE 32  /* PROTO_AUTH_KEY: a fresh random nonce per side */
+#define PROTO_AUTH_PROOF_SIZE 32  /* PROTO_AUTH_KEY: an HMAC-SHA256 proof */
 #define PROTO_STATUS_MAX (1u << 20) /* STATUS JSON text, 1..1 MiB */
 #define PROTO_ERROR_TEXT_MAX 256  /* ERROR text, 0..256 */
 
@@ -70,6 +81,7 @@
 #define PROTO_OK_SIZE 8
 #define PROTO_DONE_SIZE 16
 #define PROTO_ERROR_FIXED 4
+#define PROTO_AUTH_SIZE PROTO_AUTH_PROOF_SIZE
 
 /* Message types (the header's type byte).  0 is never valid. */
 typedef enum proto_msg_type {
@@ -86,6 +98,7 @@ typedef enum proto_msg_type {
     PROTO_MSG_OK,
     PROTO_MSG_ERROR,      /* either side: code and text */
     PROTO_MSG_DONE,       /* worker: my part of the job is done  -> OK */
+    PROTO_MSG_AUTH,       /* client (PROTO_AUTH_KEY): my proof    -> OK (sealed) */
     PROTO_MSG_MAX
 } proto_msg_type;
 
@@ -97,13 +110,19 @@ typedef enum proto_role {
     PROTO_ROLE_MAX
 } proto_role;
 
-/* Authentication methods (HELLO/WELCOME).  Version 1 accepts only NONE with
- * an empty blob; the field and the blob exist so that adding a method does
- * not change the layout. */
+/* Authentication methods (HELLO/WELCOME).  NONE has an empty blob.  KEY
+ * (a cluster key both sides hold; docs/security.md): HELLO's blob is the
+ * client's nonce (PROTO_AUTH_NONCE_SIZE), WELCOME's the shard's nonce and
+ * its proof (PROTO_AUTH_NONCE_SIZE + PROTO_AUTH_PROOF_SIZE), and the client
+ * answers with AUTH before anything else. */
 typedef enum proto_auth_method {
     PROTO_AUTH_NONE = 0,
+    PROTO_AUTH_KEY = 1,
     PROTO_AUTH_METHOD_MAX
 } proto_auth_method;
+
+#define PROTO_HELLO_AUTH_KEY_LEN PROTO_AUTH_NONCE_SIZE
+#define PROTO_WELCOME_AUTH_KEY_LEN (PROTO_AUTH_NONCE_SIZE + PROTO_AUTH_PROOF_SIZE)
 
 /* ACK status: what the shard did with a PUSH. */
 typedef enum proto_ack_status {
@@ -243,8 +262,9 @@ int proto_header_decode(const uint8_t *buf, size_t max_frame, proto_header *out)
 int proto_frame_parse(const uint8_t *buf, size_t len, size_t max_frame, proto_frame *out);
 
 /* The type's bounds check, for message decoders: f's type must be `type`
- * (else PROTO_ERR_INVALID, a caller bug), its flags allowed and payload
- * size within the type's bounds (else PROTO_ERR_BAD_FRAME). */
+ * and f not sealed (else PROTO_ERR_INVALID, a caller bug: open it first),
+ * its flags allowed and payload size within the type's bounds (else
+ * PROTO_ERR_BAD_FRAME). */
 int proto_frame_check(const proto_frame *f, uint8_t type);
 
 /* Incremental decoder state (one per connection). */
@@ -312,7 +332,8 @@ const proto_header *proto_decoder_header(const proto_decoder *d);
 int proto_decoder_idle(const proto_decoder *d);
 
 /* Largest number of floats one WEIGHTS or PUSH frame can carry under
- * max_frame (0 means PROTO_MAX_FRAME): shards must not be larger. */
+ * max_frame (0 means PROTO_MAX_FRAME), sealed or not (the tag is counted):
+ * shards must not be larger. */
 size_t proto_max_floats(size_t max_frame);
 
 /* ------------------------------------------------ HELLO / WELCOME (msg_hello.c) */
@@ -321,8 +342,8 @@ size_t proto_max_floats(size_t max_frame);
  * NUL-terminated copies; auth points into the payload. */
 typedef struct proto_hello {
     uint8_t role;        /* PROTO_ROLE_WORKER or PROTO_ROLE_OPERATOR */
-    uint8_t auth_method; /* PROTO_AUTH_NONE */
-    uint16_t auth_len;   /* <= PROTO_AUTH_MAX; 0 with PROTO_AUTH_NONE */
+    uint8_t auth_method; /* PROTO_AUTH_NONE or PROTO_AUTH_KEY */
+    uint16_t auth_len;   /* 0 with NONE; PROTO_HELLO_AUTH_KEY_LEN with KEY */
     const uint8_t *auth;
     uint64_t nparams;    /* the client's model size (an operator may send 0) */
     char node_id[PROTO_NODE_ID_MAX + 1]; /* 1..64 of '!'..'~' */
@@ -351,8 +372,9 @@ int proto_hello_encode(const proto_hello *m, uint32_t request_id, uint8_t *buf, 
                        size_t *len);
 
 /* Decode a HELLO frame into *out.  Returns 0, PROTO_ERR_VERSION (protocol
- * version field), PROTO_ERR_AUTH (a method other than none, or a blob with
- * none), PROTO_ERR_BAD_FRAME (lengths, characters, role). */
+ * version field), PROTO_ERR_AUTH (an unknown method, or a blob of the wrong
+ * length for the method: none with a blob, KEY without its nonce),
+ * PROTO_ERR_BAD_FRAME (lengths, characters, role). */
 int proto_hello_decode(const proto_frame *f, proto_hello *out);
 
 /* Encode m as a WELCOME frame (see proto_hello_encode; also checks
@@ -360,8 +382,23 @@ int proto_hello_decode(const proto_frame *f, proto_hello *out);
 int proto_welcome_encode(const proto_welcome *m, uint32_t request_id, uint8_t *buf, size_t cap,
                          size_t *len);
 
-/* Decode a WELCOME frame; as proto_hello_decode, plus PROTO_ERR_RANGE. */
+/* Decode a WELCOME frame; as proto_hello_decode (KEY: nonce and proof),
+ * plus PROTO_ERR_RANGE. */
 int proto_welcome_decode(const proto_frame *f, proto_welcome *out);
+
+/* AUTH: the client's proof that it holds the cluster key (PROTO_AUTH_KEY
+ * only), sent right after a WELCOME whose proof it checked.  Answered by a
+ * sealed OK, or a plain ERROR AUTH and close. */
+typedef struct proto_auth {
+    uint8_t proof[PROTO_AUTH_PROOF_SIZE];
+} proto_auth;
+
+/* Encode m as an AUTH frame.  Returns 0 or PROTO_ERR_NOSPACE. */
+int proto_auth_encode(const proto_auth *m, uint32_t request_id, uint8_t *buf, size_t cap,
+                      size_t *len);
+
+/* Decode an AUTH frame.  Returns 0 or PROTO_ERR_BAD_FRAME. */
+int proto_auth_decode(const proto_frame *f, proto_auth *out);
 
 /* ------------------------------------- PULL / WEIGHTS / PUSH / ACK (msg_data.c) */
 

@@ -749,8 +749,10 @@ START_TEST(test_runtime_max)
     proto_decoder_free(&d);
     ck_assert_int_eq(proto_frame_parse(buf, len, max, &f), (int)len);
     ck_assert_int_eq(proto_frame_parse(buf, len, max - 1, &f), PROTO_ERR_TOO_LARGE);
-    /* PUSH's fixed part is 24 bytes longer than WEIGHTS': 6 floats fewer */
-    ck_assert_uint_eq(proto_max_floats(max), 4);
+    /* PUSH's fixed part is 24 bytes longer than WEIGHTS', and a sealed
+     * frame carries a 16-byte tag: 10 floats fewer */
+    ck_assert_uint_eq(proto_max_floats(max), 0);
+    ck_assert_uint_eq(proto_max_floats(max + 40), 10);
 
     ck_assert_int_eq(proto_decoder_init(&d, PROTO_HEADER_SIZE - 1), PROTO_ERR_INVALID);
     ck_assert_int_eq(proto_decoder_feed(&d, buf, len, &used, &f), PROTO_ERR_INVALID);
@@ -877,7 +879,7 @@ START_TEST(test_bad_flags_and_sizes)
     } cases[] = {
         {PROTO_MSG_PULL, PROTO_FLAG_NOT_MODIFIED, PROTO_PULL_SIZE},
         {PROTO_MSG_WEIGHTS, 0x02, PROTO_WEIGHTS_FIXED},
-        {PROTO_MSG_WEIGHTS, 0x80, PROTO_WEIGHTS_FIXED + 4},
+        {PROTO_MSG_WEIGHTS, 0x40, PROTO_WEIGHTS_FIXED + 4},
         {PROTO_MSG_PUSH, PROTO_FLAG_NOT_MODIFIED, PROTO_PUSH_FIXED + 4},
         {PROTO_MSG_PULL, 0, PROTO_PULL_SIZE - 1},
         {PROTO_MSG_PULL, 0, PROTO_PULL_SIZE + 1},
@@ -1163,13 +1165,13 @@ START_TEST(test_bad_hello)
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 1, 0, 3, 3, 0, "w01r\0y", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 1, 0, 3, 3, 0, "w01ra\x7f", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 1, 0, 3, 3, 0, "w\xc3\xa9ray", 6);
-    /* authentication: version 1 accepts none, without a blob */
+    /* authentication: none without a blob, KEY with exactly its nonce */
     HELLO_EXPECT(PROTO_ERR_AUTH, PROTO_VERSION, 1, 1, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_AUTH, PROTO_VERSION, 1, 0, 3, 3, 4, "w01raykey!", 10);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 1, 0, 3, 3, PROTO_AUTH_MAX + 1, tail, 6);
 #undef HELLO_EXPECT
 
-    /* the encoder writes a blob for the later auth methods; v1 refuses it */
+    /* the encoder writes any blob; the decoder wants KEY's nonce size */
     proto_hello h = sample_hello();
     const uint8_t key[5] = {1, 2, 3, 4, 5};
     h.auth_method = 1;
@@ -1180,6 +1182,76 @@ START_TEST(test_bad_hello)
     ck_assert_int_eq(proto_hello_encode(&h, 1, buf, sizeof buf, &len), 0);
     f = parse_one(buf, len);
     ck_assert_int_eq(proto_hello_decode(&f, &d), PROTO_ERR_AUTH);
+}
+END_TEST
+
+/* PROTO_AUTH_KEY: HELLO carries a 32-byte nonce, WELCOME nonce and proof
+ * (64 bytes); AUTH is a fixed 32-byte proof, never sealed. */
+START_TEST(test_auth_key_messages)
+{
+    uint8_t blob[PROTO_WELCOME_AUTH_KEY_LEN], buf[512];
+    for (size_t i = 0; i < sizeof blob; i++)
+        blob[i] = (uint8_t)(i * 7 + 1);
+    size_t len;
+    proto_frame f;
+    proto_hello h = sample_hello(), hd;
+    h.auth_method = PROTO_AUTH_KEY;
+    h.auth = blob;
+    h.auth_len = PROTO_HELLO_AUTH_KEY_LEN;
+    ck_assert_int_eq(proto_hello_encode(&h, 1, buf, sizeof buf, &len), 0);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_hello_decode(&f, &hd), 0);
+    ck_assert_int_eq(hd.auth_method, PROTO_AUTH_KEY);
+    ck_assert_int_eq(hd.auth_len, PROTO_AUTH_NONCE_SIZE);
+    ck_assert_mem_eq(hd.auth, blob, PROTO_AUTH_NONCE_SIZE);
+    h.auth_len = PROTO_WELCOME_AUTH_KEY_LEN; /* a WELCOME's blob in a HELLO */
+    ck_assert_int_eq(proto_hello_encode(&h, 1, buf, sizeof buf, &len), 0);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_hello_decode(&f, &hd), PROTO_ERR_AUTH);
+    h.auth_method = 2; /* unknown */
+    h.auth_len = PROTO_HELLO_AUTH_KEY_LEN;
+    ck_assert_int_eq(proto_hello_encode(&h, 1, buf, sizeof buf, &len), 0);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_hello_decode(&f, &hd), PROTO_ERR_AUTH);
+
+    proto_welcome w = sample_welcome(), wd;
+    w.auth_method = PROTO_AUTH_KEY;
+    w.auth = blob;
+    w.auth_len = PROTO_WELCOME_AUTH_KEY_LEN;
+    ck_assert_int_eq(proto_welcome_encode(&w, 1, buf, sizeof buf, &len), 0);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_welcome_decode(&f, &wd), 0);
+    ck_assert_int_eq(wd.auth_len, PROTO_WELCOME_AUTH_KEY_LEN);
+    ck_assert_mem_eq(wd.auth, blob, sizeof blob);
+    ck_assert_mem_eq(buf + len - PROTO_AUTH_PROOF_SIZE, blob + PROTO_AUTH_NONCE_SIZE,
+                     PROTO_AUTH_PROOF_SIZE); /* the proof is the frame's last bytes */
+    w.auth_len = PROTO_HELLO_AUTH_KEY_LEN;
+    ck_assert_int_eq(proto_welcome_encode(&w, 1, buf, sizeof buf, &len), 0);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_welcome_decode(&f, &wd), PROTO_ERR_AUTH);
+
+    /* AUTH: the bytes, and every other size refused from the header */
+    proto_auth a, ad;
+    memcpy(a.proof, blob, sizeof a.proof);
+    ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, NULL, 0, &len), PROTO_ERR_NOSPACE);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_AUTH_SIZE);
+    ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, buf, sizeof buf, &len), 0);
+    static const uint8_t head[] = {0, 0, 0, 44, 0x50, 0x53, 0x44, 0x57, 0, 1, 14, 0,
+                                   0x0a, 0x0b, 0x0c, 0x0d};
+    ck_assert_mem_eq(buf, head, sizeof head);
+    f = parse_one(buf, len);
+    ck_assert_int_eq(proto_auth_decode(&f, &ad), 0);
+    ck_assert_mem_eq(ad.proof, a.proof, sizeof a.proof);
+    ck_assert_str_eq(proto_msg_name(PROTO_MSG_AUTH), "AUTH");
+    uint8_t h2[PROTO_FRAME_OVERHEAD];
+    proto_header hh;
+    ck_assert_int_eq(proto_header_encode(h2, PROTO_MSG_AUTH, 0, 1, PROTO_AUTH_SIZE - 1), 0);
+    ck_assert_int_eq(proto_header_decode(h2, PROTO_MAX_FRAME, &hh), PROTO_ERR_BAD_FRAME);
+    ck_assert_int_eq(proto_header_encode(h2, PROTO_MSG_AUTH, 0, 1, PROTO_AUTH_SIZE + 1), 0);
+    ck_assert_int_eq(proto_header_decode(h2, PROTO_MAX_FRAME, &hh), PROTO_ERR_BAD_FRAME);
+    ck_assert_int_eq(proto_header_encode(h2, PROTO_MSG_AUTH, PROTO_FLAG_SEALED, 1,
+                                         PROTO_AUTH_SIZE + PROTO_SEAL_TAG_SIZE), 0);
+    ck_assert_int_eq(proto_header_decode(h2, PROTO_MAX_FRAME, &hh), PROTO_ERR_BAD_FRAME);
 }
 END_TEST
 
@@ -1621,6 +1693,7 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_bad_version);
     tcase_add_test(tc, test_unknown_type);
     tcase_add_test(tc, test_bad_flags_and_sizes);
+    tcase_add_test(tc, test_auth_key_messages);
     tcase_add_test(tc, test_truncated);
     tcase_add_test(tc, test_alloc_failure);
     suite_add_tcase(s, tc);
