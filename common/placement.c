@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -31,7 +33,8 @@
 static const char *const mode_names[PLACEMENT_MODE_MAX] = { "sync", "async", "ssp" };
 static const char *const role_names[PLACEMENT_ROLE_MAX] = { "ps", "worker" };
 
-static const char *const root_keys[] = { "job", "data", "nodes", NULL };
+static const char *const root_keys[] = { "job", "data", "nodes", "auth", NULL };
+static const char *const auth_keys[] = { "key_file", NULL };
 static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "seed", "epochs",
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
@@ -715,6 +718,26 @@ static int parse_data(pctx *c, const cJSON *o, const char *dir, placement *p)
     return 0;
 }
 
+/* ----------------------------------------------------------------- auth */
+
+static int parse_auth(pctx *c, const cJSON *o, const char *dir, placement *p)
+{
+    const char *b = "auth", *s = NULL;
+    if (!cJSON_IsObject(o))
+        return bad(c, b, o, "an object with the cluster key's \"key_file\"");
+    if (keys_check(c, o, b, auth_keys))
+        return -1;
+    int r = field_str(c, o, b, "key_file", "a non-empty path", &s);
+    if (r < 0)
+        return -1;
+    if (!r)
+        return missing(c, b, "key_file",
+                       "the path of the cluster key file, e.g. made with psctl keygen FILE");
+    if (!(p->auth.key_file = path_resolve(dir, s)))
+        return oom(c);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- nodes */
 
 static int parse_node(pctx *c, const cJSON *o, int i, placement_node *n, long long range[2])
@@ -1159,6 +1182,7 @@ void placement_free(placement *p)
     cJSON_free(p->data.train_labels);
     cJSON_free(p->data.test_images);
     cJSON_free(p->data.test_labels);
+    cJSON_free(p->auth.key_file);
     cJSON_free(p->nodes);
     cJSON_free(p->shard_node);
     memset(p, 0, sizeof(*p));
@@ -1275,6 +1299,9 @@ int placement_parse(const char *text, size_t len, const char *name, placement *o
         dir[dl] = 0;
     }
     if (parse_data(&c, data, dir, &p))
+        goto out;
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(root, "auth");
+    if (auth && parse_auth(&c, auth, dir, &p))
         goto out;
     if (!nodes) {
         missing(&c, "", "nodes", "an array with every ps and worker");
@@ -1414,6 +1441,160 @@ int placement_model_init(const placement *p, cnn_model *m, char *err, size_t err
     char e2[256];
     if (cnn_model_init(m, p->job.model, e2, sizeof e2) != 0) {
         snprintf(err, errlen, "%s: job.model: %s", p->source ? p->source : "placement", e2);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ key files */
+
+static int hex_val(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Zero n bytes so that the compiler keeps it. */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
+int placement_key_load(const char *path, uint8_t key[PLACEMENT_KEY_SIZE], char *err,
+                       size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(err, errlen, "cluster key file %s: %s%s", path, strerror(errno),
+                 errno == ENOENT ? " (make one with: psctl keygen FILE)" : "");
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cluster key file %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "cluster key file %s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_mode & 077) {
+        snprintf(err, errlen,
+                 "cluster key file %s: mode %04o lets %s read or change the key; "
+                 "allow its owner only: chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 07777),
+                 (st.st_mode & 070) && (st.st_mode & 07) ? "group and others"
+                 : (st.st_mode & 070)                    ? "its group"
+                                                         : "others",
+                 path);
+        close(fd);
+        return -1;
+    }
+    char buf[PLACEMENT_KEY_HEX + 2];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cluster key file %s: %s", path, strerror(errno));
+            close(fd);
+            wipe(buf, sizeof buf);
+            return -1;
+        }
+        if (r == 0 || (n += (size_t)r) == sizeof buf)
+            break;
+    }
+    close(fd);
+    int ok = n == PLACEMENT_KEY_HEX || (n == PLACEMENT_KEY_HEX + 1 && buf[PLACEMENT_KEY_HEX] == '\n');
+    for (size_t i = 0; ok && i < PLACEMENT_KEY_SIZE; i++) {
+        int hi = hex_val((unsigned char)buf[2 * i]), lo = hex_val((unsigned char)buf[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            ok = 0;
+        else
+            key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    wipe(buf, sizeof buf);
+    if (!ok) {
+        wipe(key, PLACEMENT_KEY_SIZE);
+        snprintf(err, errlen,
+                 "cluster key file %s: expected %d hex digits and at most a newline "
+                 "(make one with: psctl keygen FILE)",
+                 path, PLACEMENT_KEY_HEX);
+        return -1;
+    }
+    return 0;
+}
+
+int placement_auth_key(const placement *p, uint8_t key[PLACEMENT_KEY_SIZE], char *used,
+                       size_t usedlen, char *err, size_t errlen)
+{
+    if (!p->auth.key_file)
+        return 0;
+    char cred[4096];
+    const char *path = p->auth.key_file;
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir && *dir) {
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        struct stat st;
+        if (*base && (size_t)snprintf(cred, sizeof cred, "%s/%s", dir, base) < sizeof cred &&
+            stat(cred, &st) == 0)
+            path = cred;
+    }
+    if (used && usedlen)
+        snprintf(used, usedlen, "%s", path);
+    return placement_key_load(path, key, err, errlen) == 0 ? 1 : -1;
+}
+
+int placement_key_save(const char *path, const uint8_t key[PLACEMENT_KEY_SIZE], char *err,
+                       size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
+                 errno == EEXIST ? " (not overwritten: remove it first to replace the key)" : "");
+        return -1;
+    }
+    char buf[PLACEMENT_KEY_HEX + 1];
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < PLACEMENT_KEY_SIZE; i++) {
+        buf[2 * i] = digits[key[i] >> 4];
+        buf[2 * i + 1] = digits[key[i] & 15];
+    }
+    buf[PLACEMENT_KEY_HEX] = '\n';
+    size_t off = 0;
+    int rc = fchmod(fd, 0600); /* whatever the umask did */
+    while (rc == 0 && off < sizeof buf) {
+        ssize_t w = write(fd, buf + off, sizeof buf - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = -1;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == 0)
+        rc = fsync(fd);
+    int e = errno;
+    wipe(buf, sizeof buf);
+    if (close(fd) != 0 && rc == 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        unlink(path);
         return -1;
     }
     return 0;

@@ -91,10 +91,22 @@ typedef struct placement_data {
     int parts;                 /* number of data parts (default: number of workers) */
 } placement_data;
 
+/* "auth": the cluster key (docs/security.md).  Without it the cluster runs
+ * unauthenticated. */
+typedef struct placement_auth {
+    char *key_file;            /* the key file's path, a relative one resolved
+                                * against the placement's directory (owned);
+                                * NULL: no "auth", no key */
+} placement_auth;
+
+#define PLACEMENT_KEY_SIZE 32          /* bytes in the cluster key */
+#define PLACEMENT_KEY_HEX (2 * PLACEMENT_KEY_SIZE) /* hex digits in a key file */
+
 typedef struct placement {
     char *source;              /* the name used in messages (owned) */
     placement_job job;
     placement_data data;
+    placement_auth auth;
     size_t nparams;            /* the model's parameter count */
     int nnodes;
     placement_node *nodes;     /* nnodes, in file order (owned) */
@@ -139,6 +151,30 @@ const placement_node *placement_shard_node(const placement *p, int shard);
  * Returns 0, or -1 with a message (e.g. more shards than 16-float blocks). */
 int placement_ranges_compute(const placement *p, size_t nparams, size_t *lo, size_t *hi,
                              char *err, size_t errlen);
+
+/* Read a cluster key file: exactly 64 hex digits (either case), optionally
+ * followed by one newline.  Refuses a file that is missing, not a regular
+ * file, malformed, or whose mode grants any permission to group or others
+ * (st_mode & 077).  Returns 0 with the key, or -1 with a message naming the
+ * file (for the mode: the mode and the chmod 600 that fixes it).  Nothing
+ * of the key is left in buffers of its own. */
+int placement_key_load(const char *path, uint8_t key[PLACEMENT_KEY_SIZE], char *err,
+                       size_t errlen);
+
+/* The cluster key of p, if p has "auth": read from auth.key_file, or, when
+ * the environment has CREDENTIALS_DIRECTORY (systemd's LoadCredential=)
+ * and that directory holds a file with the key file's base name, from that
+ * file.  The path read goes to used (usedlen bytes; may be NULL).  Returns
+ * 1 with the key, 0 if p has no "auth" (no key; key untouched), or -1 with
+ * a message (placement_key_load's). */
+int placement_auth_key(const placement *p, uint8_t key[PLACEMENT_KEY_SIZE], char *used,
+                       size_t usedlen, char *err, size_t errlen);
+
+/* Write key as a new key file at path: mode 0600, 64 lowercase hex digits
+ * and a newline, flushed to disk.  Refuses a path that exists.  Returns 0,
+ * or -1 with a message naming the file. */
+int placement_key_save(const char *path, const uint8_t key[PLACEMENT_KEY_SIZE], char *err,
+                       size_t errlen);
 
 /* Resolve the job's model.  Returns 0, or -1 with a message at "job.model". */
 int placement_model_init(const placement *p, cnn_model *m, char *err, size_t errlen);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -340,6 +341,10 @@ typedef struct bad_case {
     PS("ps0", "7701") ", \"range\": [" a ", " b "]}, " PS("ps1", "7702") ", \"range\": [" c   \
                       ", " d "]}, " W2
 
+/* A whole valid document with "auth": <a>. */
+#define AUTH_DOC(a)                                                                           \
+    "{\"job\": {" JOB_OK "}, \"data\": {" DATA_OK "}, \"nodes\": [" NODES_OK "], \"auth\": " a "}"
+
 static const bad_case bad_cases[] = {
     /* the top level */
     { .raw = "", .want = NAME ": empty" },
@@ -347,7 +352,22 @@ static const bad_case bad_cases[] = {
     { .raw = "[1, 2]", .want = NAME ": expected a JSON object at the top, got an array" },
     { .raw = "{\"job\": 1,\n\"data\": 2\n \"nodes\": 3}", .want = NAME ":3:2: JSON syntax error" },
     { .raw = "{} x", .want = NAME ":1:4: text after the JSON object near 'x'" },
-    { .raw = "{\"jobs\": {}}", .want = NAME ": jobs: unknown key (known: job, data, nodes)" },
+    { .raw = "{\"jobs\": {}}", .want = NAME ": jobs: unknown key (known: job, data, nodes, auth)" },
+    /* auth */
+    { .raw = AUTH_DOC("\"k\""),
+      .want = NAME ": auth: expected an object with the cluster key's \"key_file\", got \"k\"" },
+    { .raw = AUTH_DOC("{}"),
+      .want = NAME ": auth.key_file: missing (required: the path of the cluster key file" },
+    { .raw = AUTH_DOC("{\"key_file\": \"\"}"),
+      .want = NAME ": auth.key_file: expected a non-empty path, got \"\"" },
+    { .raw = AUTH_DOC("{\"key_file\": 3}"),
+      .want = NAME ": auth.key_file: expected a non-empty path, got 3" },
+    { .raw = AUTH_DOC("{\"keyfile\": \"k\"}"),
+      .want = NAME ": auth.keyfile: unknown key (known: key_file)" },
+    { .raw = AUTH_DOC("{\"key_file\": \"k\", \"key_file\": \"j\"}"),
+      .want = NAME ": auth.key_file: given twice" },
+    { .raw = AUTH_DOC("{\"key_file\": \"k\"}, \"auth\": {\"key_file\": \"k\"}"),
+      .want = NAME ": auth: given twice" },
     { .raw = "{\"job\": {" JOB_OK "}, \"job\": {}}", .want = NAME ": job: given twice" },
     { .raw = "{\"data\": {" DATA_OK "}, \"nodes\": []}", .want = NAME ": job: missing" },
     { .raw = "{\"job\": {" JOB_OK "}, \"nodes\": []}", .want = NAME ": data: missing" },
@@ -1166,6 +1186,162 @@ START_TEST(test_load_files)
 }
 END_TEST
 
+/* "auth": the key file's path, relative to the placement's directory. */
+START_TEST(test_auth_path)
+{
+    char path[FIXTURES_PATH_MAX], want[FIXTURES_PATH_MAX + 64], err[FIXTURES_PATH_MAX + 512];
+    placement p;
+    doc_ok(NULL, NULL, NULL, &p);
+    ck_assert_ptr_null(p.auth.key_file);
+    uint8_t key[PLACEMENT_KEY_SIZE] = {1};
+    ck_assert_int_eq(placement_auth_key(&p, key, NULL, 0, err, sizeof err), 0);
+    ck_assert_uint_eq(key[0], 1);
+    placement_free(&p);
+    parse_ok(AUTH_DOC("{\"key_file\": \"/etc/psd/cluster.key\"}"), &p);
+    ck_assert_str_eq(p.auth.key_file, "/etc/psd/cluster.key");
+    placement_free(&p);
+
+    const char *t = AUTH_DOC("{\"key_file\": \"keys/cluster.key\"} // the key\n");
+    ck_assert_int_eq(fixtures_path_join(path, sizeof path, tdir, "p.conf"), 0);
+    ck_assert_int_eq(fixtures_file_write(path, (const uint8_t *)t, strlen(t), 0), 0);
+    ck_assert_msg(placement_load(path, &p, err, sizeof err) == 0, "%s", err);
+    snprintf(want, sizeof want, "%s/keys/cluster.key", tdir);
+    ck_assert_str_eq(p.auth.key_file, want);
+    /* the file is not there: the message names it */
+    char used[FIXTURES_PATH_MAX + 64];
+    ck_assert_int_eq(placement_auth_key(&p, key, used, sizeof used, err, sizeof err), -1);
+    ck_assert_str_eq(used, want);
+    ck_assert_msg(strstr(err, want) && strstr(err, "No such file") && strstr(err, "psctl keygen"),
+                  "%s", err);
+    placement_free(&p);
+}
+END_TEST
+
+/* Write a key file with text and mode; returns its path in out. */
+static void key_write(char *out, size_t outlen, const char *name, const char *text, mode_t mode)
+{
+    ck_assert_int_eq(fixtures_path_join(out, outlen, tdir, name), 0);
+    ck_assert_int_eq(fixtures_file_write(out, (const uint8_t *)text, strlen(text), 0), 0);
+    ck_assert_int_eq(chmod(out, mode), 0);
+}
+
+#define HEX64 "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+START_TEST(test_key_files)
+{
+    char path[FIXTURES_PATH_MAX], err[FIXTURES_PATH_MAX + 512];
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    key_write(path, sizeof path, "a.key", HEX64 "\n", 0600);
+    ck_assert_msg(placement_key_load(path, key, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < PLACEMENT_KEY_SIZE; i++)
+        ck_assert_uint_eq(key[i], i);
+    key_write(path, sizeof path, "b.key",
+              "FFFEFDFCFBFAF9F8F7F6F5F4F3F2F1F0EFEEEDECEBEAE9E8E7E6E5E4E3E2E1E0", 0400);
+    ck_assert_msg(placement_key_load(path, key, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(key[0], 0xff);
+    ck_assert_uint_eq(key[31], 0xe0);
+
+    /* modes that let anyone else in: refused, with the mode and the fix */
+    static const struct {
+        mode_t mode;
+        const char *who;
+    } modes[] = {{0644, "group and others"}, {0640, "its group"}, {0604, "others"},
+                 {0660, "its group"}, {0602, "others"}, {0610, "its group"}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        key_write(path, sizeof path, "open.key", HEX64 "\n", modes[i].mode);
+        ck_assert_int_eq(placement_key_load(path, key, err, sizeof err), -1);
+        char want[2 * FIXTURES_PATH_MAX + 160];
+        snprintf(want, sizeof want, "cluster key file %s: mode %04o lets %s read or change the key; "
+                 "allow its owner only: chmod 600 %s", path, (unsigned)modes[i].mode,
+                 modes[i].who, path);
+        ck_assert_str_eq(err, want);
+    }
+
+    /* malformed */
+    static const char *const bad[] = {
+        "", "\n", HEX64 "\n\n", HEX64 " ", " " HEX64, HEX64 "00",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1",
+        "g00102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        HEX64 "\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        key_write(path, sizeof path, "bad.key", bad[i], 0600);
+        ck_assert_int_eq(placement_key_load(path, key, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, "expected 64 hex digits and at most a newline") &&
+                      strstr(err, path), "case %zu: %s", i, err);
+    }
+    /* a directory; nothing there */
+    ck_assert_int_eq(placement_key_load(tdir, key, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
+    ck_assert_int_eq(fixtures_path_join(path, sizeof path, tdir, "none.key"), 0);
+    ck_assert_int_eq(placement_key_load(path, key, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "No such file") && strstr(err, "psctl keygen"), "%s", err);
+}
+END_TEST
+
+/* placement_key_save: a new file, mode 0600 whatever the umask, what
+ * placement_key_load reads back; never over an existing file. */
+START_TEST(test_key_save)
+{
+    char path[FIXTURES_PATH_MAX], err[FIXTURES_PATH_MAX + 512];
+    uint8_t key[PLACEMENT_KEY_SIZE], back[PLACEMENT_KEY_SIZE];
+    for (int i = 0; i < PLACEMENT_KEY_SIZE; i++)
+        key[i] = (uint8_t)(0xa0 + i);
+    ck_assert_int_eq(fixtures_path_join(path, sizeof path, tdir, "new.key"), 0);
+    mode_t old = umask(0);
+    int rc = placement_key_save(path, key, err, sizeof err);
+    umask(old);
+    ck_assert_msg(rc == 0, "%s", err);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0600);
+    ck_assert_uint_eq(st.st_size, PLACEMENT_KEY_HEX + 1);
+    ck_assert_int_eq(placement_key_load(path, back, err, sizeof err), 0);
+    ck_assert_mem_eq(back, key, sizeof key);
+    uint8_t *text;
+    size_t n;
+    ck_assert_int_eq(fixtures_file_read(path, &text, &n), 0);
+    ck_assert_int_eq(memcmp(text, "a0a1a2a3", 8), 0);
+    ck_assert_uint_eq(text[n - 1], '\n');
+    free(text);
+    key[0] ^= 1;
+    ck_assert_int_eq(placement_key_save(path, key, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, path) && strstr(err, "not overwritten"), "%s", err);
+    ck_assert_int_eq(placement_key_load(path, back, err, sizeof err), 0);
+    ck_assert_uint_eq(back[0], 0xa0); /* the old key is still there */
+}
+END_TEST
+
+/* systemd's LoadCredential=: the key file's base name in
+ * $CREDENTIALS_DIRECTORY wins over the path (which psd's DynamicUser could
+ * not read). */
+START_TEST(test_key_credentials)
+{
+    char path[FIXTURES_PATH_MAX], cred[FIXTURES_PATH_MAX], err[FIXTURES_PATH_MAX + 512];
+    char used[FIXTURES_PATH_MAX + 64];
+    ck_assert_int_eq(fixtures_path_join(cred, sizeof cred, tdir, "creds"), 0);
+    ck_assert_int_eq(mkdir(cred, 0700), 0);
+    key_write(path, sizeof path, "creds/cluster.key", HEX64, 0400);
+    placement p;
+    parse_ok(AUTH_DOC("{\"key_file\": \"/nonexistent/psd/cluster.key\"}"), &p);
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    unsetenv("CREDENTIALS_DIRECTORY");
+    ck_assert_int_eq(placement_auth_key(&p, key, used, sizeof used, err, sizeof err), -1);
+    ck_assert_str_eq(used, "/nonexistent/psd/cluster.key");
+    setenv("CREDENTIALS_DIRECTORY", cred, 1);
+    ck_assert_msg(placement_auth_key(&p, key, used, sizeof used, err, sizeof err) == 1, "%s", err);
+    ck_assert_str_eq(used, path);
+    ck_assert_uint_eq(key[31], 0x1f);
+    placement_free(&p);
+    /* another base name: not in the directory, the path is read */
+    parse_ok(AUTH_DOC("{\"key_file\": \"/nonexistent/other.key\"}"), &p);
+    ck_assert_int_eq(placement_auth_key(&p, key, used, sizeof used, err, sizeof err), -1);
+    ck_assert_str_eq(used, "/nonexistent/other.key");
+    placement_free(&p);
+    unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
 /* The text is read by length: it may end right before an unreadable page. */
 START_TEST(test_guard_page)
 {
@@ -1290,6 +1466,10 @@ Suite *placement_suite(void)
     TCase *tf = tcase_create("io");
     tcase_add_checked_fixture(tf, setup_tmp, teardown_tmp);
     tcase_add_test(tf, test_load_files);
+    tcase_add_test(tf, test_auth_path);
+    tcase_add_test(tf, test_key_files);
+    tcase_add_test(tf, test_key_save);
+    tcase_add_test(tf, test_key_credentials);
     tcase_add_test(tf, test_guard_page);
     tcase_add_test(tf, test_alloc_failures);
     tcase_set_timeout(tf, 60);
