@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "placement.h"
 #include "psd.h"
+#include "secure.h"
 #include "util.h"
 
 static void usage(FILE *f)
@@ -38,6 +39,9 @@ static void usage(FILE *f)
             "                    (default 60)\n"
             "  -h, --help        this text\n"
             "\n"
+            "With \"auth\": {\"key_file\": F} in the placement, every connection must prove\n"
+            "it holds that cluster key and is encrypted and authenticated (docs/security.md);\n"
+            "psd refuses to start if F is missing, malformed or readable by group or others.\n"
             "Checkpoints go to DIR/shard<N>.ckpt every job.checkpoint_interval_s seconds,\n"
             "on a CHECKPOINT request and on SIGTERM/SIGINT (then psd exits 0).  A corrupt\n"
             "or foreign checkpoint stops psd (exit 1) unless --fresh is given.\n"
@@ -156,13 +160,23 @@ int main(int argc, char **argv)
         placement_free(&pl);
         return 1;
     }
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    char key_path[4096] = "";
+    int have_key = placement_auth_key(&pl, key, key_path, sizeof key_path, err, sizeof err);
+    if (have_key < 0 || (have_key && secure_init() != 0)) {
+        fprintf(stderr, "psd: %s\n", have_key < 0 ? err : "cannot initialise libsodium");
+        placement_free(&pl);
+        return 1;
+    }
     psd_config cfg = {
         .pl = &pl, .me = me, .model = &model, .state_dir = state_dir,
         .fresh = fresh, .verbose = verbose, .max_conns = (int)max_conns,
         .handshake_ms = handshake_s * 1000, .idle_ms = idle_s ? idle_s * 1000 : -1,
         .frame_ms = frame_s * 1000,
+        .key = have_key ? key : NULL, .key_path = key_path,
     };
     int rc = psd_server_run(&cfg);
+    secure_wipe(key, sizeof key);
     placement_free(&pl);
     return rc;
 }

@@ -8,6 +8,7 @@
 #define PSD_PSD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cnn.h"
 #include "placement.h"
@@ -27,6 +28,10 @@ typedef struct psd_config {
                                   * -1: never) */
     long frame_ms;               /* a frame must be complete this long after its
                                   * first byte (PSD_FRAME_MS) */
+    /* authentication (docs/security.md) */
+    const uint8_t *key;          /* the cluster key (PLACEMENT_KEY_SIZE bytes,
+                                  * borrowed), or NULL: unauthenticated */
+    const char *key_path;        /* where it was read (for the log) */
 } psd_config;
 
 #define PSD_MAX_CONNS 1024

@@ -14,6 +14,15 @@
  * connection: nothing more is handled or read from it until it is answered.
  * Reading also stops while more than out_limit bytes wait to be written
  * (back-pressure), so a peer that does not read costs bounded memory.
+ *
+ * With a cluster key (docs/security.md) a connection goes HANDSHAKE ->
+ * AUTH (WELCOME sent with the shard's proof; only the client's AUTH is
+ * taken) -> READY, and from READY on every frame in and out is sealed: the
+ * input is opened in place in the connection's own buffer, each reply is
+ * sealed into its write's buffer (WEIGHTS included: the floats are copied
+ * out of the snapshot and encrypted per connection, so the zero-copy path
+ * is for unauthenticated clusters only).  A worker joins (its record, its
+ * older connection closed) only once its AUTH is verified.
  */
 #include "psd.h"
 
@@ -33,6 +42,7 @@
 #include "ckpt.h"
 #include "kernels.h"
 #include "proto.h"
+#include "secure.h"
 #include "shard.h"
 
 #define PS_READ_BUF (64u << 10)     /* per-connection read buffer */
@@ -55,7 +65,8 @@ typedef enum ps_log_level {
 
 typedef enum ps_conn_state {
     PS_CONN_HANDSHAKE = 0, /* waiting for HELLO */
-    PS_CONN_READY,         /* serving requests */
+    PS_CONN_AUTH,          /* cluster key: WELCOME sent, waiting for AUTH */
+    PS_CONN_READY,         /* serving requests (sealed with a cluster key) */
     PS_CONN_CLOSING,       /* close after write: flushing replies, reading nothing */
     PS_CONN_DRAINING,      /* FIN sent: discarding input until EOF or timeout */
     PS_CONN_CLOSED,        /* uv_close called; freed in conn_close_cb */
@@ -63,7 +74,7 @@ typedef enum ps_conn_state {
 } ps_conn_state;
 
 static const char *const ps_conn_state_names[PS_CONN_STATE_MAX] = {
-    "handshake", "ready", "closing", "draining", "closed",
+    "handshake", "auth", "ready", "closing", "draining", "closed",
 };
 
 typedef enum ps_park {
@@ -126,6 +137,12 @@ typedef struct ps_conn {
     uint64_t rx_ms;            /* loop time of the last bytes received */
     uint64_t frame_ms;         /* loop time a partial frame began (0: between frames) */
     int quiet;                 /* refused at accept: its ERROR is not logged */
+    /* cluster key */
+    int sealed;                /* READY with a key: every frame sealed both ways */
+    secure_hs hs;              /* AUTH: the handshake's state */
+    secure_session sess;       /* derived at HELLO, used from AUTH on */
+    int hello_role;            /* AUTH: the HELLO's role and node id, to join with */
+    char hello_id[PROTO_NODE_ID_MAX + 1];
 } ps_conn;
 
 /* The shard's weights at one version, encoded for the wire once and shared
@@ -273,7 +290,8 @@ static void conn_update_reading(ps_conn *c)
     if (c->state == PS_CONN_DRAINING)
         want = 1;
     else
-        want = (c->state == PS_CONN_HANDSHAKE || c->state == PS_CONN_READY) &&
+        want = (c->state == PS_CONN_HANDSHAKE || c->state == PS_CONN_AUTH ||
+                c->state == PS_CONN_READY) &&
                c->park == PS_PARK_NONE && c->out_bytes <= c->srv->out_limit &&
                c->rpos == c->rlen;
     if (want && !c->reading) {
@@ -449,7 +467,8 @@ static void conn_commit(ps_conn *c, size_t len, int ok)
         size_t cap_ = 0, len_ = 0;                                                           \
         int rc_ = encode_call_with_buf_cap_len;                                              \
         if (rc_ == PROTO_ERR_NOSPACE) {                                                      \
-            buf_ = conn_reserve((c), len_);                                                  \
+            size_t tag_ = (c)->sealed ? PROTO_SEAL_TAG_SIZE : 0;                             \
+            buf_ = conn_reserve((c), len_ + tag_);                                           \
             if (!buf_) {                                                                     \
                 ps_log((c)->srv, PS_LOG_ERROR, "out of memory for a %zu-byte reply", len_);   \
                 conn_close(c);                                                               \
@@ -457,6 +476,8 @@ static void conn_commit(ps_conn *c, size_t len, int ok)
             }                                                                                \
             cap_ = len_;                                                                     \
             rc_ = encode_call_with_buf_cap_len;                                              \
+            if (rc_ == 0 && tag_)                                                            \
+                rc_ = secure_seal(&(c)->sess.tx, buf_, len_, len_ + tag_, &len_);            \
             conn_commit((c), len_, rc_ == 0);                                                \
             if (rc_ == 0)                                                                    \
                 break;                                                                       \
@@ -513,6 +534,7 @@ static void conn_close_cb(uv_handle_t *h)
         c->next->prev = c->prev;
     proto_decoder_free(&c->dec);
     free(c->rbuf);
+    secure_wipe(c, sizeof *c); /* session keys */
     free(c);
 }
 
@@ -636,9 +658,36 @@ static void job_check(psd_server *s)
 
 /* ------------------------------------------------------------ modes */
 
+/* A sealed WEIGHTS: the head and the floats of m's range written into the
+ * write's own buffer and sealed there for this connection. */
+static void send_weights_sealed(ps_conn *c, uint32_t req, const proto_weights *m)
+{
+    psd_server *s = c->srv;
+    size_t head, n;
+    int rc = proto_weights_encode_head(m, req, NULL, 0, &head, &n);
+    ps_write *w = NULL;
+    if (rc == PROTO_ERR_NOSPACE && !(w = write_new(head + 4 * n + PROTO_SEAL_TAG_SIZE)))
+        rc = PROTO_ERR_NOMEM;
+    if (w)
+        rc = proto_weights_encode_head(m, req, w->data, head, &head, &n);
+    if (rc == 0) {
+        proto_floats_encode(w->data + head, s->shard.w + (m->lo - s->shard.lo), n);
+        rc = secure_seal(&c->sess.tx, w->data, head + 4 * n, w->cap, &w->len);
+    }
+    if (rc != 0) {
+        free(w);
+        ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: %s", proto_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    conn_flush(c); /* replies stay in order */
+    conn_send(c, w);
+}
+
 /* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range): a
  * 40-byte head of its own, then the floats straight from the shared
- * snapshot of this version, written by the kernel from there. */
+ * snapshot of this version, written by the kernel from there (sealed
+ * sessions: send_weights_sealed). */
 static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
 {
     psd_server *s = c->srv;
@@ -647,6 +696,10 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     m.lo = p->lo;
     m.hi = p->hi;
     m.not_modified = p->min_version > s->shard.version;
+    if (c->sealed) {
+        send_weights_sealed(c, req, &m);
+        return;
+    }
     size_t head, n;
     int rc = proto_weights_encode_head(&m, req, NULL, 0, &head, &n);
     ps_snap *snap = NULL;
@@ -911,6 +964,81 @@ static int ps_resume(psd_server *s, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ requests */
 
+/* The client is who its HELLO said (and, with a key, proved it): a worker
+ * takes its record (its older connection is closed), and the decoder's
+ * maximum becomes the role's.  Returns the worker's last_seq, or -1 after
+ * an ERROR. */
+static int64_t conn_join(ps_conn *c, uint32_t req, int role, const char *node_id)
+{
+    psd_server *s = c->srv;
+    uint64_t last_seq = 0;
+    if (role == PROTO_ROLE_WORKER) {
+        ps_worker *w = worker_find(s, node_id);
+        if (!w)
+            w = worker_add(s, node_id);
+        if (!w) {
+            conn_error(c, req, PROTO_ERR_NOMEM, 1, "worker table full or out of memory");
+            return -1;
+        }
+        if (s->job->mode == PLACEMENT_MODE_SYNC && !w->grad) {
+            w->grad = malloc(s->n * sizeof(float));
+            if (!w->grad) {
+                conn_error(c, req, PROTO_ERR_NOMEM, 1, "out of memory for a gradient");
+                return -1;
+            }
+        }
+        if (w->conn) {
+            ps_log(s, PS_LOG_INFO, "worker %s reconnected from %s: closing its older connection %s",
+                   w->id, c->addr, w->conn->addr);
+            conn_close(w->conn);
+        }
+        w->conn = c;
+        c->worker = w;
+        if (w->done && !s->finished) { /* back for more: wait for it again */
+            w->done = 0;
+            s->changes++;
+        }
+        snprintf(w->addr, sizeof w->addr, "%s", c->addr);
+        last_seq = w->last_seq;
+        ps_log(s, PS_LOG_INFO, "worker %s joined from %s (last_seq %llu, version %llu%s)", w->id,
+               c->addr, (unsigned long long)last_seq, (unsigned long long)s->shard.version,
+               c->sealed ? ", authenticated" : "");
+    } else {
+        ps_log(s, PS_LOG_INFO, "operator %s connected from %s%s", node_id, c->addr,
+               c->sealed ? " (authenticated)" : "");
+    }
+    c->role = role;
+    /* the largest frame this peer may send: a PUSH of the whole shard */
+    size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n + PROTO_SEAL_TAG_SIZE;
+    proto_decoder_set_max(&c->dec, role == PROTO_ROLE_WORKER && push_frame > PS_OPERATOR_FRAME
+                                       ? push_frame
+                                       : PS_OPERATOR_FRAME);
+    return (int64_t)last_seq;
+}
+
+/* WELCOME with a cluster key: the shard's nonce and proof; the session is
+ * derived now and used once the client's AUTH is verified. */
+static void send_welcome_keyed(ps_conn *c, uint32_t req, proto_welcome *m)
+{
+    psd_server *s = c->srv;
+    secure_shard_welcome_prepare(&c->hs, m);
+    size_t len = 0;
+    int rc = proto_welcome_encode(m, req, NULL, 0, &len);
+    uint8_t *buf = rc == PROTO_ERR_NOSPACE ? conn_reserve(c, len) : NULL;
+    if (buf) {
+        rc = proto_welcome_encode(m, req, buf, len, &len);
+        if (rc == 0)
+            rc = secure_shard_welcome_finish(&c->hs, s->cfg->key, buf, len, &c->sess);
+        conn_commit(c, len, rc == 0);
+    } else if (rc == PROTO_ERR_NOSPACE) {
+        rc = PROTO_ERR_NOMEM;
+    }
+    if (rc != 0) {
+        ps_log(s, PS_LOG_ERROR, "WELCOME: %s", proto_strerror(rc));
+        conn_close(c);
+    }
+}
+
 static void handle_hello(ps_conn *c, const proto_frame *f)
 {
     psd_server *s = c->srv;
@@ -923,6 +1051,20 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
     }
     const char *model = s->job->model;
     uint64_t np = s->cfg->model->nparams;
+    if (s->cfg->key && h.auth_method != PROTO_AUTH_KEY) {
+        conn_error(c, req, PROTO_ERR_AUTH, 1,
+                   "this cluster requires the key: %s %s said HELLO without it (give the "
+                   "client the placement's auth.key_file)",
+                   h.role == PROTO_ROLE_WORKER ? "worker" : "client", h.node_id);
+        return;
+    }
+    if (!s->cfg->key && h.auth_method != PROTO_AUTH_NONE) {
+        conn_error(c, req, PROTO_ERR_AUTH, 1,
+                   "this shard does not use a key (its placement has no auth), but %s "
+                   "offered one",
+                   h.node_id);
+        return;
+    }
     if (h.role == PROTO_ROLE_WORKER) {
         if (strcmp(h.model, model) != 0 || h.nparams != np) {
             conn_error(c, req, PROTO_ERR_MODEL, 1,
@@ -943,46 +1085,6 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
         conn_error(c, req, PROTO_ERR_STATE, 1, "role %u may not connect to a shard", h.role);
         return;
     }
-    uint64_t last_seq = 0;
-    if (h.role == PROTO_ROLE_WORKER) {
-        ps_worker *w = worker_find(s, h.node_id);
-        if (!w)
-            w = worker_add(s, h.node_id);
-        if (!w) {
-            conn_error(c, req, PROTO_ERR_NOMEM, 1, "worker table full or out of memory");
-            return;
-        }
-        if (s->job->mode == PLACEMENT_MODE_SYNC && !w->grad) {
-            w->grad = malloc(s->n * sizeof(float));
-            if (!w->grad) {
-                conn_error(c, req, PROTO_ERR_NOMEM, 1, "out of memory for a gradient");
-                return;
-            }
-        }
-        if (w->conn) {
-            ps_log(s, PS_LOG_INFO, "worker %s reconnected from %s: closing its older connection %s",
-                   w->id, c->addr, w->conn->addr);
-            conn_close(w->conn);
-        }
-        w->conn = c;
-        c->worker = w;
-        if (w->done && !s->finished) { /* back for more: wait for it again */
-            w->done = 0;
-            s->changes++;
-        }
-        snprintf(w->addr, sizeof w->addr, "%s", c->addr);
-        last_seq = w->last_seq;
-        ps_log(s, PS_LOG_INFO, "worker %s joined from %s (last_seq %llu, version %llu)", w->id,
-               c->addr, (unsigned long long)last_seq, (unsigned long long)s->shard.version);
-    } else {
-        ps_log(s, PS_LOG_INFO, "operator %s connected from %s", h.node_id, c->addr);
-    }
-    c->role = h.role;
-    /* the largest frame this peer may send: a PUSH of the whole shard */
-    size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n;
-    proto_decoder_set_max(&c->dec, h.role == PROTO_ROLE_WORKER && push_frame > PS_OPERATOR_FRAME
-                                       ? push_frame
-                                       : PS_OPERATOR_FRAME);
     proto_welcome m = {0};
     m.role = PROTO_ROLE_SHARD;
     m.auth_method = PROTO_AUTH_NONE;
@@ -990,11 +1092,55 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
     m.lo = s->shard.lo;
     m.hi = s->shard.hi;
     m.param_version = s->shard.version;
-    m.last_seq = last_seq;
     snprintf(m.node_id, sizeof m.node_id, "%s", s->cfg->me->id);
     snprintf(m.model, sizeof m.model, "%s", model);
+    if (s->cfg->key) {
+        /* nothing is joined before the AUTH: an unauthenticated HELLO must
+         * not take a worker's place */
+        const ps_worker *w = h.role == PROTO_ROLE_WORKER ? worker_find(s, h.node_id) : NULL;
+        m.last_seq = w ? w->last_seq : 0;
+        c->hello_role = h.role;
+        snprintf(c->hello_id, sizeof c->hello_id, "%s", h.node_id);
+        if (secure_hs_hello(&c->hs, f) != 0) {
+            conn_error(c, req, PROTO_ERR_INTERNAL, 1, "handshake state");
+            return;
+        }
+        conn_set_state(c, PS_CONN_AUTH);
+        send_welcome_keyed(c, req, &m);
+        return;
+    }
+    int64_t last_seq = conn_join(c, req, h.role, h.node_id);
+    if (last_seq < 0)
+        return;
+    m.last_seq = (uint64_t)last_seq;
     conn_set_state(c, PS_CONN_READY);
     CONN_SEND_MSG(c, proto_welcome_encode(&m, req, buf_, cap_, &len_));
+}
+
+/* AUTH: the client's proof.  Verified, the session starts: from here every
+ * frame is sealed, beginning with this OK. */
+static void handle_auth(ps_conn *c, const proto_frame *f)
+{
+    psd_server *s = c->srv;
+    uint32_t req = f->hdr.request_id;
+    proto_auth a;
+    int rc = proto_auth_decode(f, &a);
+    if (rc == 0)
+        rc = secure_shard_auth(&c->hs, &a);
+    if (rc != 0) {
+        secure_wipe(&c->sess, sizeof c->sess);
+        conn_error(c, req, PROTO_ERR_AUTH, 1,
+                   "wrong key: the proof of %s %s does not match this cluster's key (or it "
+                   "replayed an old handshake)",
+                   c->hello_role == PROTO_ROLE_WORKER ? "worker" : "client", c->hello_id);
+        return;
+    }
+    c->sealed = 1;
+    if (conn_join(c, req, c->hello_role, c->hello_id) < 0)
+        return;
+    conn_set_state(c, PS_CONN_READY);
+    proto_ok ok = {.version = s->shard.version};
+    CONN_SEND_MSG(c, proto_ok_encode(&ok, req, buf_, cap_, &len_));
 }
 
 static void handle_pull(ps_conn *c, const proto_frame *f)
@@ -1331,10 +1477,21 @@ static void handle_frame(ps_conn *c, const proto_frame *f)
             handle_hello(c, f);
         return;
     }
+    if (c->state == PS_CONN_AUTH) {
+        if (t != PROTO_MSG_AUTH)
+            conn_error(c, req, PROTO_ERR_STATE, 1, "%s before AUTH", proto_msg_name(t));
+        else
+            handle_auth(c, f);
+        return;
+    }
     int worker = c->role == PROTO_ROLE_WORKER;
     switch (t) {
     case PROTO_MSG_HELLO:
         conn_error(c, req, PROTO_ERR_STATE, 1, "second HELLO");
+        return;
+    case PROTO_MSG_AUTH:
+        conn_error(c, req, PROTO_ERR_STATE, 1, "AUTH %s",
+                   c->sealed ? "twice" : "without a cluster key (this shard uses none)");
         return;
     case PROTO_MSG_PULL:
         handle_pull(c, f);
@@ -1372,10 +1529,38 @@ static void handle_frame(ps_conn *c, const proto_frame *f)
     }
 }
 
+/* A whole frame from the decoder: opened first in a sealed session (in
+ * place: its payload lies in this connection's read buffer or decoder
+ * buffer, both its own), then handled. */
+static void conn_frame(ps_conn *c, const proto_frame *f)
+{
+    int sealed_in = (f->hdr.flags & PROTO_FLAG_SEALED) != 0;
+    if (!c->sealed) {
+        if (sealed_in)
+            conn_error(c, f->hdr.request_id, PROTO_ERR_AUTH, 1,
+                       "a sealed %s outside an authenticated session", proto_msg_name(f->hdr.type));
+        else
+            handle_frame(c, f);
+        return;
+    }
+    proto_frame plain;
+    int rc = sealed_in ? secure_open(&c->sess.rx, f, (uint8_t *)f->payload, f->payload_len, &plain)
+                       : PROTO_ERR_AUTH;
+    if (rc != 0) {
+        /* one line, one (sealed) ERROR, and the connection is closed: its
+         * frames can no longer be trusted */
+        conn_error(c, f->hdr.request_id, PROTO_ERR_AUTH, 1, "frame authentication failed (%s %s)",
+                   sealed_in ? "sealed" : "unsealed", proto_msg_name(f->hdr.type));
+        return;
+    }
+    handle_frame(c, &plain);
+}
+
 /* Handle the buffered input while the connection may go on. */
 static void conn_process(ps_conn *c)
 {
-    while ((c->state == PS_CONN_HANDSHAKE || c->state == PS_CONN_READY) &&
+    while ((c->state == PS_CONN_HANDSHAKE || c->state == PS_CONN_AUTH ||
+            c->state == PS_CONN_READY) &&
            c->park == PS_PARK_NONE && c->out_bytes <= c->srv->out_limit && c->rpos < c->rlen) {
         size_t used = 0;
         proto_frame f;
@@ -1393,7 +1578,7 @@ static void conn_process(ps_conn *c)
         }
         c->rpos += used;
         if (rc == 1)
-            handle_frame(c, &f);
+            conn_frame(c, &f);
     }
     if (c->state == PS_CONN_CLOSED)
         return;
@@ -1413,6 +1598,11 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (nread != UV_EOF)
             ps_log(c->srv, PS_LOG_INFO, "conn %llu %s: read: %s", (unsigned long long)c->id,
                    c->addr, uv_strerror((int)nread));
+        else if (c->state == PS_CONN_AUTH)
+            ps_log(c->srv, PS_LOG_WARN,
+                   "conn %llu %s: %s closed the connection before its AUTH (does it hold "
+                   "another cluster key?)",
+                   (unsigned long long)c->id, c->addr, c->hello_id);
         else if ((c->state == PS_CONN_READY || c->state == PS_CONN_HANDSHAKE) &&
                  !proto_decoder_idle(&c->dec))
             ps_log(c->srv, PS_LOG_INFO, "conn %llu %s: closed in the middle of a frame",
@@ -1546,7 +1736,11 @@ static void timer_cb(uv_timer_t *t)
         if (c->state == PS_CONN_HANDSHAKE && now - c->state_ms >= (uint64_t)s->handshake_ms)
             conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "no HELLO within %.0f s",
                        (double)s->handshake_ms / 1000.0);
-        else if ((c->state == PS_CONN_READY || c->state == PS_CONN_HANDSHAKE) && c->frame_ms &&
+        else if (c->state == PS_CONN_AUTH && now - c->state_ms >= (uint64_t)s->handshake_ms)
+            conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "no AUTH within %.0f s of the WELCOME",
+                       (double)s->handshake_ms / 1000.0);
+        else if ((c->state == PS_CONN_READY || c->state == PS_CONN_HANDSHAKE ||
+                  c->state == PS_CONN_AUTH) && c->frame_ms &&
                  now - c->frame_ms >= (uint64_t)s->frame_ms)
             conn_error(c, 0, PROTO_ERR_TIMEOUT, 1, "a frame still incomplete after %.0f s",
                        (double)s->frame_ms / 1000.0);
@@ -1695,9 +1889,10 @@ int psd_server_run(const psd_config *cfg)
     s->handshake_ms = cfg->handshake_ms > 0 ? cfg->handshake_ms : PSD_HANDSHAKE_MS;
     s->idle_ms = cfg->idle_ms != 0 ? cfg->idle_ms : PSD_IDLE_MS;
     s->frame_ms = cfg->frame_ms > 0 ? cfg->frame_ms : PSD_FRAME_MS;
-    size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n;
+    size_t push_frame = PROTO_HEADER_SIZE + PROTO_PUSH_FIXED + 4 * s->n + PROTO_SEAL_TAG_SIZE;
     s->max_frame = push_frame > PROTO_MAX_FRAME ? push_frame : PROTO_MAX_FRAME;
-    s->out_limit = 2 * (PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 4 * s->n) + (64u << 10);
+    s->out_limit = 2 * (PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 4 * s->n +
+                        PROTO_SEAL_TAG_SIZE) + (64u << 10);
     s->gbuf = malloc(s->n * sizeof(float));
     if (!s->gbuf) {
         ps_log(s, PS_LOG_ERROR, "out of memory");
@@ -1737,6 +1932,14 @@ int psd_server_run(const psd_config *cfg)
            cfg->me->id, cfg->me->host, cfg->me->port, s->job->model, s->shard.lo, s->shard.hi,
            cfg->model->nparams, placement_mode_name(s->job->mode),
            (unsigned long long)s->shard.version);
+    if (cfg->key)
+        ps_log(s, PS_LOG_INFO, "cluster key from %s: every connection authenticated and sealed",
+               cfg->key_path ? cfg->key_path : "?");
+    else
+        ps_log(s, PS_LOG_WARN,
+               "no cluster key (the placement has no auth): anyone who can reach port %d can "
+               "read and change the model (docs/security.md)",
+               cfg->me->port);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     ret = s->exit_code;
     ps_log(s, PS_LOG_INFO, "stopped (exit %d)", ret);

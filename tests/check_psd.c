@@ -1320,6 +1320,360 @@ START_TEST(test_default_node_is_hostname)
 }
 END_TEST
 
+/* ------------------------------------------------------- cluster key */
+
+static const uint8_t g_key[PLACEMENT_KEY_SIZE] = {
+    0x5e, 0xc7, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+    0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e};
+
+/* daemon_init, plus "auth": {"key_file": "cluster.key"} (next to the
+ * placement) and that file with g_key at `mode`. */
+static void daemon_init_key(daemon_t *d, const char *mode, mode_t key_mode)
+{
+    daemon_init(d, mode, NULL);
+    uint8_t *t;
+    size_t n;
+    ck_assert_int_eq(fixtures_file_read(d->conf, &t, &n), 0);
+    char *text = malloc(n + 128);
+    ck_assert_ptr_nonnull(text);
+    memcpy(text, t, n);
+    free(t);
+    ck_assert(n > 3 && memcmp(text + n - 3, "]}\n", 3) == 0);
+    n -= 3;
+    n += (size_t)sprintf(text + n, "],\n \"auth\": {\"key_file\": \"cluster.key\"}}\n");
+    ck_assert_int_eq(fixtures_file_write(d->conf, (const uint8_t *)text, n, 0), 0);
+    free(text);
+    char key[FIXTURES_PATH_MAX], err[FIXTURES_PATH_MAX + 256];
+    ck_assert_int_eq(fixtures_path_join(key, sizeof key, d->dir, "cluster.key"), 0);
+    ck_assert_msg(placement_key_save(key, g_key, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(chmod(key, key_mode), 0);
+}
+
+/* A worker (or operator) with `key` (NULL: none); returns psc_hello's result. */
+static int key_connect(daemon_t *d, psd_client *c, int role, const char *id, const uint8_t *key,
+                       int unchecked)
+{
+    proto_welcome w;
+    ck_assert_int_eq(psc_connect(c, d->port, 2000, READ_MS), 0);
+    psc_set_key(c, key);
+    c->unchecked = unchecked;
+    return psc_hello(c, role, id, role == PROTO_ROLE_WORKER ? "ray" : "", role == PROTO_ROLE_WORKER ? NP : 0,
+                     &w);
+}
+
+static int log_count(const daemon_t *d, const char *needle)
+{
+    char *l = log_text(d);
+    int n = 0;
+    for (const char *p = strstr(l, needle); p; p = strstr(p + 1, needle))
+        n++;
+    free(l);
+    return n;
+}
+
+/* One async push and pull with the reference, on c. */
+static void push_check(psd_client *c, ps_shard *ref, uint64_t seq)
+{
+    static float g[NP];
+    grad_fill(g, (int)seq);
+    proto_ack a;
+    ck_assert_int_eq(psc_push(c, seq, ref->version, seq, 0, NP, g, &a), 0);
+    ck_assert_int_eq(a.status, PROTO_ACK_APPLIED);
+    ps_shard_apply(ref, g);
+    assert_weights(c, ref);
+}
+
+/* With a key: workers and operators that hold it are served exactly as
+ * without one (bit for bit), over sealed frames. */
+START_TEST(test_auth_ok)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0600);
+    daemon_start(&d, "--fresh");
+    ck_assert(log_has(&d, "cluster key from "));
+    ck_assert(!log_has(&d, "no cluster key"));
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client w0, w1, op;
+    ck_assert_int_eq(key_connect(&d, &w0, PROTO_ROLE_WORKER, "w0", g_key, 0), 0);
+    ck_assert_int_eq(key_connect(&d, &w1, PROTO_ROLE_WORKER, "w1", g_key, 0), 0);
+    ck_assert(w0.sealed && w1.sealed);
+    assert_weights(&w0, &ref);
+    for (uint64_t k = 1; k <= 3; k++) {
+        push_check(&w0, &ref, k);
+        push_check(&w1, &ref, k);
+    }
+    ck_assert_int_eq(key_connect(&d, &op, PROTO_ROLE_OPERATOR, "op", g_key, 0), 0);
+    char *json = NULL;
+    ck_assert_int_eq(psc_status(&op, &json), 0);
+    ck_assert_msg(strstr(json, "\"version\":6"), "%s", json);
+    free(json);
+    uint64_t v;
+    ck_assert_int_eq(psc_checkpoint(&op, &v), 0);
+    ck_assert_uint_eq(v, 6);
+    /* a sealed frame still pipelines: two PULLs, two WEIGHTS */
+    ck_assert_int_gt(psc_pull_send(&w0, 0, 0, NP), 0);
+    ck_assert_int_gt(psc_pull_send(&w0, 0, 0, 16), 0);
+    int nm;
+    static float got[NP];
+    ck_assert_int_eq(psc_weights_recv(&w0, &v, &nm, got, NP), 0);
+    ck_assert_int_eq(psc_weights_recv(&w0, &v, &nm, got, 16), 0);
+    ck_assert(log_has(&d, "worker w0 joined from") && log_has(&d, "authenticated"));
+    psc_close(&w0);
+    psc_close(&w1);
+    psc_close(&op);
+    ps_shard_free(&ref);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* Configured differently, or another key: ERROR AUTH (or the client sees
+ * the shard's proof fail), one log line, close; a worker with the key is
+ * served all along. */
+START_TEST(test_auth_refused)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0600);
+    daemon_start(&d, "--fresh");
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client good, c;
+    ck_assert_int_eq(key_connect(&d, &good, PROTO_ROLE_WORKER, "w0", g_key, 0), 0);
+    push_check(&good, &ref, 1);
+
+    /* no key */
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w1", NULL, 0), PROTO_ERR_AUTH);
+    ck_assert_msg(strstr(c.last_error.text, "this cluster requires the key"), "%s",
+                  c.last_error.text);
+    proto_frame f;
+    ck_assert_int_eq(psc_recv(&c, &f), PSC_ERR_EOF);
+    psc_close(&c);
+    push_check(&good, &ref, 2);
+
+    /* another key, and the client notices: it never sends AUTH */
+    uint8_t other[PLACEMENT_KEY_SIZE];
+    memcpy(other, g_key, sizeof other);
+    other[7] ^= 0x10;
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w1", other, 0), PROTO_ERR_AUTH);
+    psc_close(&c);
+    double end = psc_now() + 5;
+    while (!log_has(&d, "before its AUTH") && psc_now() < end)
+        usleep(10000);
+    ck_assert_int_eq(log_count(&d, "before its AUTH"), 1);
+    push_check(&good, &ref, 3);
+
+    /* another key, and the client sends its AUTH anyway: the shard refuses */
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w0", other, 1), PROTO_ERR_AUTH);
+    ck_assert_msg(strstr(c.last_error.text, "wrong key"), "%s", c.last_error.text);
+    ck_assert_int_eq(psc_recv(&c, &f), PSC_ERR_EOF);
+    psc_close(&c);
+    ck_assert_int_eq(log_count(&d, "wrong key"), 1);
+    /* ... and it did not take w0's place */
+    push_check(&good, &ref, 4);
+    ck_assert_int_eq(log_count(&d, "worker w0 joined"), 1);
+
+    /* an operator without the key cannot read the status either */
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_OPERATOR, "op", NULL, 0), PROTO_ERR_AUTH);
+    psc_close(&c);
+    push_check(&good, &ref, 5);
+    psc_close(&good);
+    ps_shard_free(&ref);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+
+    /* the other way round: a shard without a key, a client with one */
+    daemon_t u;
+    daemon_init(&u, "async", NULL);
+    daemon_start(&u, "--fresh");
+    ck_assert(log_has(&u, "WARN no cluster key (the placement has no auth): anyone who can "
+                          "reach port"));
+    ck_assert_int_eq(key_connect(&u, &c, PROTO_ROLE_WORKER, "w0", g_key, 0), PROTO_ERR_AUTH);
+    ck_assert_msg(strstr(c.last_error.text, "this shard does not use a key"), "%s",
+                  c.last_error.text);
+    psc_close(&c);
+    ck_assert_int_eq(daemon_signal_stop(&u, SIGTERM), 0);
+}
+END_TEST
+
+/* A recorded handshake replayed byte for byte: the shard's fresh nonce
+ * makes the old AUTH wrong.  And nothing but AUTH is taken before it. */
+START_TEST(test_auth_replay)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0600);
+    daemon_start(&d, "--fresh");
+    psd_client c;
+    ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
+    psc_set_key(&c, g_key);
+    psc_record(&c);
+    proto_welcome w;
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_WORKER, "w0", "ray", NP, &w), 0);
+    uint64_t v;
+    int nm;
+    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &v, &nm, NULL), 0);
+    size_t rec_len = c.rec_len;
+    uint8_t *rec = malloc(rec_len);
+    memcpy(rec, c.rec, rec_len);
+    psc_close(&c);
+    size_t hello_len = PROTO_PREFIX_SIZE + proto_get_be32(rec);
+    size_t auth_len = PROTO_FRAME_OVERHEAD + PROTO_AUTH_SIZE;
+    ck_assert_uint_gt(rec_len, hello_len + auth_len);
+    ck_assert_uint_eq(rec[hello_len + 10], PROTO_MSG_AUTH);
+
+    /* HELLO, then the old AUTH */
+    ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
+    ck_assert_int_eq(psc_send_raw(&c, rec, hello_len), 0);
+    proto_frame f;
+    ck_assert_int_eq(psc_recv(&c, &f), 0);
+    ck_assert_uint_eq(f.hdr.type, PROTO_MSG_WELCOME);
+    ck_assert_int_eq(psc_send_raw(&c, rec + hello_len, auth_len), 0);
+    expect_closed_with(&c, PROTO_ERR_AUTH);
+    psc_close(&c);
+    /* the whole session at once: the same */
+    ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
+    ck_assert_int_eq(psc_send_raw(&c, rec, rec_len), 0);
+    ck_assert_int_eq(psc_recv(&c, &f), 0);
+    ck_assert_uint_eq(f.hdr.type, PROTO_MSG_WELCOME);
+    expect_closed_with(&c, PROTO_ERR_AUTH);
+    psc_close(&c);
+    ck_assert_int_eq(log_count(&d, "wrong key"), 2);
+    /* the sealed PULL alone, after a fresh HELLO: no session yet */
+    ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
+    ck_assert_int_eq(psc_send_raw(&c, rec, hello_len), 0);
+    ck_assert_int_eq(psc_recv(&c, &f), 0);
+    ck_assert_int_eq(psc_send_raw(&c, rec + hello_len + auth_len, rec_len - hello_len - auth_len),
+                     0);
+    expect_closed_with(&c, PROTO_ERR_AUTH);
+    psc_close(&c);
+    /* a plain request before AUTH */
+    ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
+    ck_assert_int_eq(psc_send_raw(&c, rec, hello_len), 0);
+    ck_assert_int_eq(psc_recv(&c, &f), 0);
+    ck_assert_int_gt(psc_pull_send(&c, 0, 0, NP), 0);
+    expect_closed_with(&c, PROTO_ERR_STATE);
+    ck_assert(log_has(&d, "PULL before AUTH"));
+    psc_close(&c);
+    free(rec);
+    /* still serving */
+    psd_client good;
+    ck_assert_int_eq(key_connect(&d, &good, PROTO_ROLE_WORKER, "w1", g_key, 0), 0);
+    ck_assert_int_eq(psc_pull(&good, 0, 0, NP, &v, &nm, NULL), 0);
+    psc_close(&good);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* In a session: a sealed PUSH with one byte changed on the wire, a frame
+ * sent twice, an unsealed frame: ERROR AUTH, close, one WARN line each,
+ * nothing applied; another worker goes on. */
+START_TEST(test_auth_tamper)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0600);
+    daemon_start(&d, "--fresh");
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client good, c;
+    ck_assert_int_eq(key_connect(&d, &good, PROTO_ROLE_WORKER, "w0", g_key, 0), 0);
+    push_check(&good, &ref, 1);
+
+    static float g[NP];
+    grad_fill(g, 9);
+    proto_push p = {.seq = 1, .base_version = 1, .step = 1, .samples = 32, .lo = 0, .hi = NP,
+                    .values = g};
+    size_t len;
+    ck_assert_int_eq(proto_push_encode(&p, 7, NULL, 0, &len), PROTO_ERR_NOSPACE);
+    uint8_t *buf = malloc(len + PROTO_SEAL_TAG_SIZE), *copy = malloc(len + PROTO_SEAL_TAG_SIZE);
+    const size_t flips[] = {3, 11, 12, 40, 1000, 7000};
+    for (size_t k = 0; k < sizeof flips / sizeof flips[0]; k++) {
+        ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w1", g_key, 0), 0);
+        ck_assert_int_eq(proto_push_encode(&p, 7, buf, len, &len), 0);
+        size_t sl;
+        ck_assert_int_eq(psc_seal(&c, buf, len, len + PROTO_SEAL_TAG_SIZE, &sl), 0);
+        size_t at = flips[k] < sl ? flips[k] : sl - 1;
+        buf[at] ^= 0x04;
+        ck_assert_int_eq(psc_send_raw(&c, buf, sl), 0);
+        int rc = psc_error_recv(&c);
+        if (at == 3 || at == 11) {
+            /* the length or the SEALED flag: the decoder or the open refuses */
+            ck_assert_msg(rc < 0 && rc != PSC_ERR_IO, "flip at %zu: %d", at, rc);
+        } else {
+            ck_assert_msg(rc == PROTO_ERR_AUTH, "flip at %zu: %d %s", at, rc, c.last_error.text);
+            ck_assert_msg(strstr(c.last_error.text, "frame authentication failed"), "%s",
+                          c.last_error.text);
+        }
+        psc_close(&c);
+        push_check(&good, &ref, 2 + k); /* the other worker goes on; nothing else applied */
+    }
+    ck_assert_int_ge(log_count(&d, "frame authentication failed"), 4);
+
+    /* a frame sent twice: the second is a replay */
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w1", g_key, 0), 0);
+    ck_assert_int_eq(proto_push_encode(&p, 8, buf, len, &len), 0);
+    size_t sl;
+    ck_assert_int_eq(psc_seal(&c, buf, len, len + PROTO_SEAL_TAG_SIZE, &sl), 0);
+    memcpy(copy, buf, sl);
+    ck_assert_int_eq(psc_send_raw(&c, buf, sl), 0);
+    proto_ack a;
+    ck_assert_int_eq(psc_ack_recv(&c, &a), 0);
+    ck_assert_int_eq(a.status, PROTO_ACK_APPLIED);
+    ps_shard_apply(&ref, g);
+    ck_assert_int_eq(psc_send_raw(&c, copy, sl), 0);
+    expect_closed_with(&c, PROTO_ERR_AUTH);
+    psc_close(&c);
+    assert_weights(&good, &ref); /* applied once */
+
+    /* an unsealed frame in a sealed session */
+    ck_assert_int_eq(key_connect(&d, &c, PROTO_ROLE_WORKER, "w1", g_key, 0), 0);
+    ck_assert_int_eq(proto_push_encode(&p, 9, buf, len, &len), 0);
+    ck_assert_int_eq(psc_send_raw(&c, buf, len), 0);
+    expect_closed_with(&c, PROTO_ERR_AUTH);
+    psc_close(&c);
+    push_check(&good, &ref, 20);
+    free(buf);
+    free(copy);
+    psc_close(&good);
+    ps_shard_free(&ref);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* The key file must be there, well-formed and the owner's alone: psd says
+ * which file, why, and how to fix it, and exits 1. */
+START_TEST(test_auth_key_file)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0644);
+    const char *args[] = {"--placement", d.conf, "--node", "ps0", "--state-dir", d.state, NULL};
+    d.pid = spawn(&d, args);
+    ck_assert_int_eq(wait_exit(d.pid, 10000), 1);
+    d.pid = -1;
+    char *l = log_text(&d);
+    ck_assert_msg(strstr(l, "psd: cluster key file ") && strstr(l, "cluster.key: mode 0644 lets "
+                                                              "group and others read") &&
+                      strstr(l, "chmod 600 "),
+                  "%s", l);
+    free(l);
+    char key[FIXTURES_PATH_MAX];
+    ck_assert_int_eq(fixtures_path_join(key, sizeof key, d.dir, "cluster.key"), 0);
+    ck_assert_int_eq(chmod(key, 0640), 0);
+    d.pid = spawn(&d, args);
+    ck_assert_int_eq(wait_exit(d.pid, 10000), 1);
+    d.pid = -1;
+    ck_assert(log_has(&d, "mode 0640 lets its group read"));
+    ck_assert_int_eq(fixtures_file_write(key, (const uint8_t *)"abc\n", 4, 0), 0);
+    ck_assert_int_eq(chmod(key, 0600), 0);
+    d.pid = spawn(&d, args);
+    ck_assert_int_eq(wait_exit(d.pid, 10000), 1);
+    d.pid = -1;
+    ck_assert(log_has(&d, "expected 64 hex digits"));
+    ck_assert_int_eq(unlink(key), 0);
+    d.pid = spawn(&d, args);
+    ck_assert_int_eq(wait_exit(d.pid, 10000), 1);
+    d.pid = -1;
+    ck_assert(log_has(&d, "No such file or directory (make one with: psctl keygen FILE)"));
+}
+END_TEST
+
 Suite *psd_suite(void)
 {
     Suite *s = suite_create("psd");
@@ -1348,6 +1702,15 @@ Suite *psd_suite(void)
     tcase_add_test(tc, test_slow_reader);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_lenet_second_shard);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("auth");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, NULL, daemons_teardown);
+    tcase_add_test(tc, test_auth_ok);
+    tcase_add_test(tc, test_auth_refused);
+    tcase_add_test(tc, test_auth_replay);
+    tcase_add_test(tc, test_auth_tamper);
+    tcase_add_test(tc, test_auth_key_file);
     suite_add_tcase(s, tc);
     return s;
 }

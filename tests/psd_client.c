@@ -59,10 +59,47 @@ void psc_close(psd_client *c)
     c->fd = -1;
     free(c->frame);
     c->frame = NULL;
+    free(c->rec);
+    c->rec = NULL;
+    c->rec_len = c->rec_cap = 0;
+    secure_wipe(&c->sess, sizeof c->sess);
+    secure_wipe(c->key, sizeof c->key);
+    c->sealed = c->have_key = 0;
+}
+
+void psc_set_key(psd_client *c, const uint8_t *key)
+{
+    c->have_key = key != NULL;
+    if (key)
+        memcpy(c->key, key, SECURE_KEY_SIZE);
+    if (secure_init() != 0)
+        abort();
+}
+
+void psc_record(psd_client *c)
+{
+    c->record = 1;
+}
+
+int psc_seal(psd_client *c, uint8_t *buf, size_t len, size_t cap, size_t *out)
+{
+    return secure_seal(&c->sess.tx, buf, len, cap, out);
 }
 
 int psc_send_raw(psd_client *c, const void *buf, size_t len)
 {
+    if (c->record && len) {
+        if (c->rec_len + len > c->rec_cap) {
+            size_t cap = 2 * (c->rec_len + len);
+            uint8_t *r = realloc(c->rec, cap);
+            if (!r)
+                return PSC_ERR_IO;
+            c->rec = r;
+            c->rec_cap = cap;
+        }
+        memcpy(c->rec + c->rec_len, buf, len);
+        c->rec_len += len;
+    }
     const uint8_t *p = buf;
     while (len > 0) {
         ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL);
@@ -111,7 +148,16 @@ int psc_recv(psd_client *c, proto_frame *f)
     if (rc)
         return rc;
     int n = proto_frame_parse(c->frame, 4 + (size_t)len, PROTO_MAX_FRAME, f);
-    return n > 0 ? 0 : (n == 0 ? PROTO_ERR_BAD_FRAME : n);
+    if (n <= 0)
+        return n == 0 ? PROTO_ERR_BAD_FRAME : n;
+    int sealed_in = (f->hdr.flags & PROTO_FLAG_SEALED) != 0;
+    if (!c->sealed)
+        return sealed_in ? PSC_ERR_REPLY : 0;
+    if (!sealed_in) /* only a refused AUTH is answered in the clear */
+        return f->hdr.type == PROTO_MSG_ERROR ? 0 : PSC_ERR_REPLY;
+    proto_frame in = *f;
+    rc = secure_open(&c->sess.rx, &in, c->frame + PROTO_FRAME_OVERHEAD, in.payload_len, f);
+    return rc == 0 ? 0 : PSC_ERR_REPLY;
 }
 
 int psc_readable(psd_client *c, int ms)
@@ -134,6 +180,8 @@ static int recv_type(psd_client *c, int type, proto_frame *f)
     return f->hdr.type == type ? 0 : PSC_ERR_REPLY;
 }
 
+static int ok_recv(psd_client *c, uint64_t *version);
+
 /* Encode with a proto encoder into a heap buffer and send it. */
 #define PSC_SEND(c, call)                                                                    \
     do {                                                                                     \
@@ -142,11 +190,13 @@ static int recv_type(psd_client *c, int type, proto_frame *f)
         int rc_ = call;                                                                      \
         if (rc_ != PROTO_ERR_NOSPACE)                                                        \
             return PSC_ERR_IO;                                                               \
-        buf_ = malloc(len_);                                                                 \
+        buf_ = malloc(len_ + PROTO_SEAL_TAG_SIZE);                                           \
         cap_ = len_;                                                                         \
         if (!buf_)                                                                           \
             return PSC_ERR_IO;                                                               \
         rc_ = call;                                                                          \
+        if (rc_ == 0 && (c)->sealed)                                                         \
+            rc_ = secure_seal(&(c)->sess.tx, buf_, len_, len_ + PROTO_SEAL_TAG_SIZE, &len_); \
         if (rc_ == 0)                                                                        \
             rc_ = psc_send_raw(c, buf_, len_);                                               \
         free(buf_);                                                                          \
@@ -162,15 +212,43 @@ int psc_hello(psd_client *c, int role, const char *node, const char *model, uint
     h.nparams = nparams;
     strncpy(h.node_id, node, PROTO_NODE_ID_MAX);
     strncpy(h.model, model, PROTO_MODEL_MAX);
+    secure_hs hs;
+    if (c->have_key)
+        secure_client_hello(&hs, &h);
     uint32_t id = c->next_req++;
-    PSC_SEND(c, proto_hello_encode(&h, id, buf_, cap_, &len_));
+    uint8_t hello[PROTO_FRAME_OVERHEAD + PROTO_HELLO_FIXED + PROTO_NODE_ID_MAX + PROTO_MODEL_MAX +
+                  PROTO_AUTH_NONCE_SIZE];
+    size_t hl;
+    proto_frame hf;
+    if (proto_hello_encode(&h, id, hello, sizeof hello, &hl) != 0 ||
+        proto_frame_parse(hello, hl, PROTO_MAX_FRAME, &hf) != (int)hl)
+        return PSC_ERR_IO;
+    if (c->have_key && secure_hs_hello(&hs, &hf) != 0)
+        return PSC_ERR_IO;
+    if (psc_send_raw(c, hello, hl) != 0)
+        return PSC_ERR_IO;
     proto_frame f;
     int rc = recv_type(c, PROTO_MSG_WELCOME, &f);
     if (rc)
         return rc;
-    if (f.hdr.request_id != id)
+    if (f.hdr.request_id != id || proto_welcome_decode(&f, w) != 0)
         return PSC_ERR_REPLY;
-    return proto_welcome_decode(&f, w) == 0 ? 0 : PSC_ERR_REPLY;
+    if (!c->have_key)
+        return 0;
+    proto_auth a;
+    rc = c->unchecked ? secure_client_proof_unchecked(&hs, c->key, &f, &c->sess, &a)
+                      : secure_client_welcome(&hs, c->key, &f, &c->sess, &a);
+    if (rc) {
+        c->last_error.code = rc;
+        snprintf(c->last_error.text, sizeof c->last_error.text,
+                 "the shard's proof does not match our key");
+        return rc;
+    }
+    id = c->next_req++;
+    PSC_SEND(c, proto_auth_encode(&a, id, buf_, cap_, &len_));
+    c->sealed = 1;
+    uint64_t version;
+    return ok_recv(c, &version);
 }
 
 long psc_pull_send(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "proto.h"
+#include "secure.h"
 
 #define PSC_ERR_IO (-100)
 #define PSC_ERR_EOF (-101)
@@ -25,6 +26,17 @@ typedef struct psd_client {
     uint32_t next_req;
     uint8_t *frame;            /* the last frame received (owned) */
     proto_error last_error;    /* the last ERROR received */
+    /* cluster key (psc_set_key): psc_hello does the whole handshake, then
+     * every frame is sealed and opened here */
+    int have_key;
+    uint8_t key[SECURE_KEY_SIZE];
+    int unchecked;             /* play a client with another key that sends AUTH anyway */
+    int sealed;                /* the session is established */
+    secure_session sess;
+    /* psc_record(): every byte sent, for replaying */
+    int record;
+    uint8_t *rec;
+    size_t rec_len, rec_cap;
 } psd_client;
 
 /* Connect to 127.0.0.1:port, retrying for up to wait_ms (a daemon that is
@@ -57,9 +69,23 @@ int psc_recv(psd_client *c, proto_frame *f);
 /* 1 if bytes (or EOF) arrive within ms milliseconds, else 0. */
 int psc_readable(psd_client *c, int ms);
 
-/* HELLO as role with node id, model and nparams; on WELCOME fills *w. */
+/* HELLO as role with node id, model and nparams; on WELCOME fills *w.
+ * With a key: HELLO with a nonce, the WELCOME's proof checked (else
+ * PROTO_ERR_AUTH, nothing more sent, text in last_error), AUTH, and its
+ * sealed OK; from then on every frame is sealed. */
 int psc_hello(psd_client *c, int role, const char *node, const char *model, uint64_t nparams,
               proto_welcome *w);
+
+/* Use the cluster key key (32 bytes) from the next psc_hello on; NULL: none. */
+void psc_set_key(psd_client *c, const uint8_t *key);
+
+/* Keep a copy of every byte sent from now on (c->rec, c->rec_len). */
+void psc_record(psd_client *c);
+
+/* Seal the whole frame buf[0..len) in place for this session (cap >= len
+ * + PROTO_SEAL_TAG_SIZE); *out = the sealed length.  For tests that then
+ * change bytes and send them raw.  Returns 0 or a PROTO_ERR_*. */
+int psc_seal(psd_client *c, uint8_t *buf, size_t len, size_t cap, size_t *out);
 
 /* Send a PULL; returns the request id (> 0) or PSC_ERR_IO. */
 long psc_pull_send(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi);
