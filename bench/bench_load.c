@@ -21,9 +21,14 @@
  * the generator, not psd, is the bottleneck).  check=ok, or check=FAIL and
  * exit status 1 on any protocol error, timeout or failed check.
  *
+ * With --key-file FILE (a cluster key, docs/security.md) every connection
+ * does the key handshake (HELLO with a nonce, the shard's proof checked,
+ * AUTH, the sealed OK) and every request and reply is sealed, so the line
+ * (auth=key) measures what authentication and encryption cost.
+ *
  * usage: bench_load --host 127.0.0.1 --port P --workers N --seconds S
  *                   [--mode push|pull|mixed] [--idle M] [--floats F]
- *                   [--model lenet] [--id-prefix load]
+ *                   [--model lenet] [--id-prefix load] [--key-file FILE]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,7 +42,9 @@
 #include <time.h>
 #include <uv.h>
 
+#include "placement.h"
 #include "proto.h"
+#include "secure.h"
 
 #define BL_READ_ACTIVE (256u << 10) /* read buffer of an active connection */
 #define BL_READ_IDLE (4u << 10)     /* ... of an idle one */
@@ -58,6 +65,7 @@ static const char *const bl_mode_names[BL_MODE_MAX] = {"push", "pull", "mixed"};
 typedef enum bl_conn_state {
     BL_CONN_CONNECTING = 0, /* uv_tcp_connect issued */
     BL_CONN_HELLO,          /* HELLO sent, waiting for WELCOME */
+    BL_CONN_AUTH,           /* --key-file: AUTH sent, waiting for the sealed OK */
     BL_CONN_CHECK,          /* active: first PULL sent, waiting for WEIGHTS */
     BL_CONN_READY,          /* checked (active) or welcomed (idle): waiting for the start */
     BL_CONN_RUN,            /* measuring: one request in flight */
@@ -94,6 +102,9 @@ typedef struct bl_conn {
     uint64_t step;
     int next_pull;             /* mixed: the next request is a PULL */
     double sent_at;            /* when the request in flight was written */
+    secure_hs hs;              /* --key-file: the handshake in progress */
+    secure_session sess;
+    int sealed;                /* AUTH sent: every frame sealed both ways */
 } bl_conn;
 
 /* Latencies in milliseconds, growable. */
@@ -112,6 +123,9 @@ struct bl_bench {
     uint64_t floats;
     const char *model;
     const char *prefix;
+    const char *key_file;
+    int have_key;
+    uint8_t key[PLACEMENT_KEY_SIZE];
     /* state */
     uv_loop_t loop;
     uv_timer_t timer;
@@ -238,20 +252,26 @@ static void conn_send(bl_conn *c, size_t len, uint8_t reply, uint32_t req)
 }
 
 /* Encode with one of proto's encoders (an expression using buf_, cap_ and
- * &len_) into c->wbuf, growing it to the size the encoder asks for. */
+ * &len_) into c->wbuf, growing it to the size the encoder asks for (and
+ * the tag, in a sealed session: then the frame is sealed there). */
 #define BL_ENCODE(c, call, lenp)                                                               \
     do {                                                                                       \
-        uint8_t *buf_ = (c)->wbuf;                                                             \
-        size_t cap_ = (c)->wcap, len_ = 0;                                                     \
+        uint8_t *buf_ = NULL;                                                                  \
+        size_t cap_ = 0, len_ = 0;                                                             \
         int rc_ = (call);                                                                      \
         if (rc_ == PROTO_ERR_NOSPACE) {                                                        \
-            if (conn_wbuf((c), len_) != 0) {                                                   \
+            size_t tag_ = (c)->sealed ? PROTO_SEAL_TAG_SIZE : 0;                               \
+            if (conn_wbuf((c), len_ + tag_) != 0) {                                            \
                 rc_ = PROTO_ERR_NOMEM;                                                         \
             } else {                                                                           \
                 buf_ = (c)->wbuf;                                                              \
-                cap_ = (c)->wcap;                                                              \
+                cap_ = len_;                                                                   \
                 rc_ = (call);                                                                  \
+                if (rc_ == 0 && tag_)                                                          \
+                    rc_ = secure_seal(&(c)->sess.tx, buf_, len_, (c)->wcap, &len_);            \
             }                                                                                  \
+        } else if (rc_ == 0) {                                                                 \
+            rc_ = PROTO_ERR_INVALID; /* sized into a NULL buffer: cannot be */                 \
         }                                                                                      \
         *(lenp) = rc_ == 0 ? len_ : 0;                                                         \
         if (rc_ != 0)                                                                          \
@@ -268,11 +288,40 @@ static void conn_send_hello(bl_conn *c)
     snprintf(h.node_id, sizeof h.node_id, "%s-%s%d", b->prefix, c->active ? "w" : "idle",
              c->idx);
     snprintf(h.model, sizeof h.model, "%s", b->model);
+    if (b->have_key)
+        secure_client_hello(&c->hs, &h);
     uint32_t req = c->next_req++;
     size_t len;
     BL_ENCODE(c, proto_hello_encode(&h, req, buf_, cap_, &len_), &len);
+    proto_frame hf;
+    if (len && b->have_key &&
+        (proto_frame_parse(c->wbuf, len, PROTO_MAX_FRAME, &hf) != (int)len ||
+         secure_hs_hello(&c->hs, &hf) != 0)) {
+        bench_fail(b, c, "HELLO: handshake state");
+        return;
+    }
     if (len)
         conn_send(c, len, PROTO_MSG_WELCOME, req);
+}
+
+/* --key-file: the WELCOME's proof checked, AUTH sent; the session starts. */
+static void conn_send_auth(bl_conn *c, const proto_frame *welcome)
+{
+    bl_bench *b = c->b;
+    proto_auth a;
+    int rc = secure_client_welcome(&c->hs, b->key, welcome, &c->sess, &a);
+    if (rc != 0) {
+        bench_fail(b, c, "the shard's proof does not match the key in %s", b->key_file);
+        return;
+    }
+    uint32_t req = c->next_req++;
+    size_t len;
+    BL_ENCODE(c, proto_auth_encode(&a, req, buf_, cap_, &len_), &len);
+    if (!len)
+        return;
+    c->sealed = 1; /* from here on both directions */
+    c->state = BL_CONN_AUTH;
+    conn_send(c, len, PROTO_MSG_OK, req);
 }
 
 static void conn_send_pull(bl_conn *c)
@@ -356,6 +405,8 @@ static void conn_ready(bl_conn *c)
         bench_start(b);
 }
 
+static void conn_welcomed(bl_conn *c);
+
 static void handle_welcome(bl_conn *c, const proto_frame *f)
 {
     bl_bench *b = c->b;
@@ -374,6 +425,17 @@ static void handle_welcome(bl_conn *c, const proto_frame *f)
     c->hi = w.hi;
     c->version = w.param_version;
     c->seq = w.last_seq; /* keep numbering after what the shard consumed */
+    if (b->have_key && c->state == BL_CONN_HELLO) {
+        conn_send_auth(c, f);
+        return;
+    }
+    conn_welcomed(c);
+}
+
+/* Welcomed (and with a key, authenticated): idle connections are ready,
+ * active ones check the weights first. */
+static void conn_welcomed(bl_conn *c)
+{
     if (!c->active) {
         conn_ready(c);
         return;
@@ -478,6 +540,7 @@ static void handle_frame(bl_conn *c, const proto_frame *f)
     }
     switch (f->hdr.type) {
     case PROTO_MSG_WELCOME: handle_welcome(c, f); break;
+    case PROTO_MSG_OK: conn_welcomed(c); break; /* the AUTH's */
     case PROTO_MSG_WEIGHTS: handle_weights(c, f, now); break;
     case PROTO_MSG_ACK: handle_ack(c, f, now); break;
     default: bench_fail(b, c, "unexpected %s", proto_msg_name(f->hdr.type)); break;
@@ -518,8 +581,23 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
         p += used;
         left -= used;
-        if (rc == 1)
-            handle_frame(c, &f);
+        if (rc != 1)
+            continue;
+        if (((f.hdr.flags & PROTO_FLAG_SEALED) != 0) != c->sealed &&
+            !(c->state == BL_CONN_AUTH && f.hdr.type == PROTO_MSG_ERROR)) {
+            bench_fail(b, c, "%s frame from psd", c->sealed ? "an unsealed" : "a sealed");
+            return;
+        }
+        if (f.hdr.flags & PROTO_FLAG_SEALED) {
+            proto_frame plain;
+            /* in place: the payload is in c->rbuf or the decoder's buffer */
+            if (secure_open(&c->sess.rx, &f, (uint8_t *)f.payload, f.payload_len, &plain) != 0) {
+                bench_fail(b, c, "a frame from psd failed authentication");
+                return;
+            }
+            f = plain;
+        }
+        handle_frame(c, &f);
     }
 }
 
@@ -626,10 +704,12 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: bench_load --port P --workers N --seconds S [--host 127.0.0.1]\n"
             "                  [--mode push|pull|mixed] [--idle M] [--floats F] [--model lenet]\n"
-            "                  [--id-prefix load]\n"
+            "                  [--id-prefix load] [--key-file FILE]\n"
             "\n"
             "N worker connections load one psd shard (one request in flight each);\n"
             "--idle M more only say HELLO and stay connected until the end.\n"
+            "--key-file FILE: the cluster key of a psd with \"auth\" (docs/security.md):\n"
+            "every connection authenticates and every frame is sealed.\n"
             "Prints one line: bench=load ... check=ok|FAIL.\n");
 }
 
@@ -657,7 +737,7 @@ static int parse_double(const char *s, double lo, double hi, double *out)
 }
 
 enum { OPT_HOST = 256, OPT_PORT, OPT_WORKERS, OPT_SECONDS, OPT_MODE, OPT_IDLE, OPT_FLOATS,
-       OPT_MODEL, OPT_PREFIX };
+       OPT_MODEL, OPT_PREFIX, OPT_KEY_FILE };
 
 static const struct option long_opts[] = {
     {"host", required_argument, NULL, OPT_HOST},
@@ -669,6 +749,7 @@ static const struct option long_opts[] = {
     {"floats", required_argument, NULL, OPT_FLOATS},
     {"model", required_argument, NULL, OPT_MODEL},
     {"id-prefix", required_argument, NULL, OPT_PREFIX},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -727,13 +808,13 @@ static void bench_report(bl_bench *b)
            "pushes=%llu pushes/s=%.1f applied=%llu not_applied=%llu gb/s=%.3f "
            "push_p50_ms=%.3f push_p99_ms=%.3f pulls=%llu pulls/s=%.1f "
            "pull_p50_ms=%.3f pull_p99_ms=%.3f wire_in_gb/s=%.3f wire_out_gb/s=%.3f "
-           "client_cpu=%.2f check=%s\n",
+           "client_cpu=%.2f auth=%s check=%s\n",
            bl_mode_names[b->mode], b->workers, b->idle, (unsigned long long)b->floats, wall,
            (unsigned long long)b->pushes, wall > 0 ? (double)b->pushes / wall : 0,
            (unsigned long long)b->applied, (unsigned long long)b->not_applied, gbs, pushp50,
            pushp99, (unsigned long long)b->pulls, wall > 0 ? (double)b->pulls / wall : 0,
            pullp50, pullp99, wall > 0 ? (double)b->bytes_in / wall / 1e9 : 0,
-           wall > 0 ? (double)b->bytes_out / wall / 1e9 : 0, cpu,
+           wall > 0 ? (double)b->bytes_out / wall / 1e9 : 0, cpu, b->have_key ? "key" : "none",
            b->failed ? "FAIL" : "ok");
     fflush(stdout);
 }
@@ -772,6 +853,7 @@ int main(int argc, char **argv)
             break;
         case OPT_MODEL: b->model = optarg; break;
         case OPT_PREFIX: b->prefix = optarg; break;
+        case OPT_KEY_FILE: b->key_file = optarg; break;
         case OPT_MODE:
             bad = -1;
             for (int m = 0; m < BL_MODE_MAX; m++)
@@ -805,6 +887,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_load: --host: not an IPv4 address: '%s'\n", b->host);
         free(b);
         return 2;
+    }
+    if (b->key_file) {
+        char kerr[4400] = "cannot initialise libsodium";
+        if (secure_init() != 0 || placement_key_load(b->key_file, b->key, kerr, sizeof kerr) != 0) {
+            fprintf(stderr, "bench_load: %s\n", kerr);
+            free(b);
+            return 1;
+        }
+        b->have_key = 1;
     }
     b->nconns = b->workers + b->idle;
     if (raise_nofile(b->nconns) != 0) {

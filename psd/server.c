@@ -1055,7 +1055,7 @@ static void handle_hello(ps_conn *c, const proto_frame *f)
         conn_error(c, req, PROTO_ERR_AUTH, 1,
                    "this cluster requires the key: %s %s said HELLO without it (give the "
                    "client the placement's auth.key_file)",
-                   h.role == PROTO_ROLE_WORKER ? "worker" : "client", h.node_id);
+                   h.role == PROTO_ROLE_WORKER ? "worker" : "operator", h.node_id);
         return;
     }
     if (!s->cfg->key && h.auth_method != PROTO_AUTH_NONE) {
@@ -1132,7 +1132,7 @@ static void handle_auth(ps_conn *c, const proto_frame *f)
         conn_error(c, req, PROTO_ERR_AUTH, 1,
                    "wrong key: the proof of %s %s does not match this cluster's key (or it "
                    "replayed an old handshake)",
-                   c->hello_role == PROTO_ROLE_WORKER ? "worker" : "client", c->hello_id);
+                   c->hello_role == PROTO_ROLE_WORKER ? "worker" : "operator", c->hello_id);
         return;
     }
     c->sealed = 1;
@@ -1595,14 +1595,15 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
-        if (nread != UV_EOF)
+        if (c->state == PS_CONN_AUTH)
+            ps_log(c->srv, PS_LOG_WARN,
+                   "conn %llu %s: %s closed the connection before its AUTH (%s; does it hold "
+                   "another cluster key?)",
+                   (unsigned long long)c->id, c->addr, c->hello_id,
+                   nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
+        else if (nread != UV_EOF)
             ps_log(c->srv, PS_LOG_INFO, "conn %llu %s: read: %s", (unsigned long long)c->id,
                    c->addr, uv_strerror((int)nread));
-        else if (c->state == PS_CONN_AUTH)
-            ps_log(c->srv, PS_LOG_WARN,
-                   "conn %llu %s: %s closed the connection before its AUTH (does it hold "
-                   "another cluster key?)",
-                   (unsigned long long)c->id, c->addr, c->hello_id);
         else if ((c->state == PS_CONN_READY || c->state == PS_CONN_HANDSHAKE) &&
                  !proto_decoder_idle(&c->dec))
             ps_log(c->srv, PS_LOG_INFO, "conn %llu %s: closed in the middle of a frame",

@@ -5,8 +5,9 @@
  * same weights as workerd --standalone, two shards giving the same weights
  * as one, the end of the job (all workers done, max_steps, target
  * accuracy: final checkpoint, "finished" in the status), evaluation
- * intervals, a worker started before its shard, SIGTERM, and
- * placement/data errors.
+ * intervals, a worker started before its shard, SIGTERM, placement/data
+ * errors, and a cluster with a key (docs/security.md): trained over sealed
+ * connections, workers with another key or none refused.
  *
  * Every process is started with PR_SET_PDEATHSIG, waited for with a
  * timeout and SIGKILLed in the teardown, so a failing test neither hangs
@@ -21,12 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "fixtures.h"
+#include "placement.h"
 #include "proto.h"
 #include "psd_client.h"
 #include "cluster.h"
@@ -387,6 +390,136 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* ------------------------------------------------------------ cluster key */
+
+/* Write conf with "auth": {"key_file": key_name} into path. */
+static void conf_with_key(const char *path, const char *key_name)
+{
+    char *t = cl_file_text(g_cl.conf);
+    size_t n = strlen(t);
+    ck_assert(n > 3 && strcmp(t + n - 3, "]}\n") == 0);
+    t[n - 3] = 0;
+    char *u = NULL;
+    ck_assert_int_gt(asprintf(&u, "%s],\n \"auth\": {\"key_file\": \"%s\"}}\n", t, key_name), 0);
+    ck_assert_int_eq(fixtures_file_write(path, (const uint8_t *)u, strlen(u), 0), 0);
+    free(t);
+    free(u);
+}
+
+/* A new random key in g_cl.dir/name. */
+static void key_new(const char *name)
+{
+    char path[FIXTURES_PATH_MAX + 32], err[FIXTURES_PATH_MAX + 256];
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    ck_assert_int_eq(secure_init(), 0);
+    secure_random(key, sizeof key);
+    snprintf(path, sizeof path, "%s/%s", g_cl.dir, name);
+    ck_assert_msg(placement_key_save(path, key, err, sizeof err) == 0, "%s", err);
+}
+
+/* workerd with placement conf as w<w>: its exit status and log. */
+static int worker_run(const char *conf, int w, const char *logname, char **log)
+{
+    char node[16], path[FIXTURES_PATH_MAX + 32];
+    snprintf(node, sizeof node, "w%d", w);
+    cl_log_path(path, sizeof path, logname);
+    const char *args[] = {"--placement", conf, "--node", node, "--connect-timeout", "20", NULL};
+    int st = cl_wait_exit(cl_spawn("workerd", args, path), 30000);
+    *log = cl_file_text(path);
+    return st;
+}
+
+/* Two shards and two workers with a cluster key: sync training over sealed
+ * connections learns as without one; a worker with another key, one
+ * without the key, and one whose key file others can read are refused with
+ * a message, and the shards go on serving the right ones. */
+START_TEST(test_key_cluster)
+{
+    cl_init(2, 2);
+    cl_conf_write("sync", "\"epochs\": 2");
+    key_new("cluster.key");
+    key_new("other.key");
+    char plain[FIXTURES_PATH_MAX + 32], other[FIXTURES_PATH_MAX + 32];
+    snprintf(plain, sizeof plain, "%s/plain.conf", g_cl.dir);
+    snprintf(other, sizeof other, "%s/other.conf", g_cl.dir);
+    /* plain.conf: without auth; other.conf: another key; the cluster's own
+     * placement (g_cl.conf, what cl_psd_start/cl_worker_start use): the key */
+    char *t = cl_file_text(g_cl.conf);
+    ck_assert_int_eq(fixtures_file_write(plain, (const uint8_t *)t, strlen(t), 0), 0);
+    free(t);
+    conf_with_key(other, "other.key");
+    conf_with_key(g_cl.conf, "cluster.key");
+    cl_psd_start(0, 1);
+    cl_psd_start(1, 1);
+
+    /* another key: the worker sees the shard's proof fail and stops */
+    char *l = NULL;
+    int st = worker_run(other, 1, "w1-other", &l);
+    ck_assert_msg(st == 1 && strstr(l, "its proof does not match our cluster key"), "exit %d:\n%s",
+                  st, l);
+    free(l);
+    /* no key */
+    st = worker_run(plain, 1, "w1-plain", &l);
+    ck_assert_msg(st == 1 && strstr(l, "this cluster requires the key"), "exit %d:\n%s", st, l);
+    free(l);
+    /* a key file others may read: refused before anything is loaded */
+    char kp[FIXTURES_PATH_MAX + 32];
+    snprintf(kp, sizeof kp, "%s/cluster.key", g_cl.dir);
+    ck_assert_int_eq(chmod(kp, 0644), 0);
+    st = worker_run(g_cl.conf, 1, "w1-mode", &l);
+    ck_assert_msg(st == 1 && strstr(l, "mode 0644") && strstr(l, "chmod 600"), "exit %d:\n%s", st,
+                  l);
+    free(l);
+    ck_assert_int_eq(chmod(kp, 0600), 0);
+
+    /* the real workers */
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    char *l0 = cl_worker_wait_ok(0, RUN_MS);
+    char *l1 = cl_worker_wait_ok(1, RUN_MS);
+    ck_assert_msg(cl_count_lines(l0, "epoch=") == 2 && cl_count_lines(l1, "epoch=") == 2,
+                  "%s\n%s", l0, l1);
+    ck_assert_msg(cl_count_lines(l0, "connected (authenticated)") == 2, "%s", l0);
+    double acc = cl_last_test_acc(l0);
+    ck_assert_msg(acc > 50.0, "w0's test accuracy %.2f%% with a key:\n%s", acc, l0);
+    for (int i = 0; i < 2; i++) {
+        char log[FIXTURES_PATH_MAX + 32], name[8];
+        snprintf(name, sizeof name, "ps%d", i);
+        cl_log_path(log, sizeof log, name);
+        char *ps = cl_file_text(log);
+        ck_assert_msg(strstr(ps, "cluster key from") && strstr(ps, "worker w0 joined") &&
+                          !strstr(ps, "frame authentication failed"),
+                      "%s", ps);
+        ck_assert_msg(cl_count_lines(ps, "this cluster requires the key") == 1 &&
+                          cl_count_lines(ps, "before its AUTH") == 1,
+                      "%s", ps);
+        free(ps);
+    }
+    /* the job finished on both shards; an operator needs the key to see it */
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    char err[FIXTURES_PATH_MAX + 256];
+    ck_assert_msg(placement_key_load(kp, key, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < 2; i++) {
+        psd_client c;
+        proto_welcome wel;
+        ck_assert_int_eq(psc_connect(&c, g_cl.port[i], 2000, 5000), 0);
+        ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), PROTO_ERR_AUTH);
+        psc_close(&c);
+        ck_assert_int_eq(psc_connect(&c, g_cl.port[i], 2000, 5000), 0);
+        psc_set_key(&c, key);
+        ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+        char *json = NULL;
+        ck_assert_int_eq(psc_status(&c, &json), 0);
+        ck_assert_msg(strstr(json, "\"state\":\"finished\"") && strstr(json, "all 2 workers done"),
+                      "shard %d: %s", i, json);
+        free(json);
+        psc_close(&c);
+    }
+    free(l0);
+    free(l1);
+}
+END_TEST
+
 Suite *cluster_suite(void)
 {
     Suite *s = suite_create("cluster");
@@ -404,6 +537,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_target_accuracy);
     tcase_add_test(tc, test_worker_waits_for_shard);
     tcase_add_test(tc, test_sigterm);
+    tcase_add_test(tc, test_key_cluster);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1407,6 +1407,104 @@ START_TEST(test_status_job_fake)
 }
 END_TEST
 
+/* ------------------------------------------------------------ cluster key */
+
+/* path := the placement g_env.conf with "auth": {"key_file": key}. */
+static void conf_keyed(const char *path, const char *plain, const char *key)
+{
+    char *t = file_text(plain);
+    size_t n = strlen(t);
+    ck_assert(n > 3 && strcmp(t + n - 3, "]}\n") == 0);
+    t[n - 3] = 0;
+    char *u = NULL;
+    ck_assert_int_gt(asprintf(&u, "%s],\n \"auth\": {\"key_file\": \"%s\"}}\n", t, key), 0);
+    ck_assert_int_eq(fixtures_file_write(path, (const uint8_t *)u, strlen(u), 0), 0);
+    free(t);
+    free(u);
+}
+
+/* keygen; the shards with a key: status and export work with it, and psctl
+ * without it, with another key, or with a key file others can read fails
+ * with a message. */
+START_TEST(test_key)
+{
+    char key[FIXTURES_PATH_MAX + 16], other[FIXTURES_PATH_MAX + 16];
+    char plain[FIXTURES_PATH_MAX + 16], wrong[FIXTURES_PATH_MAX + 16];
+    char model[FIXTURES_PATH_MAX + 16];
+    snprintf(key, sizeof key, "%s/cluster.key", g_env.dir);
+    snprintf(other, sizeof other, "%s/other.key", g_env.dir);
+    snprintf(plain, sizeof plain, "%s/plain.conf", g_env.dir);
+    snprintf(wrong, sizeof wrong, "%s/wrong.conf", g_env.dir);
+    snprintf(model, sizeof model, "%s/m.psdm", g_env.dir);
+
+    const char *kg[] = {"keygen", key, NULL};
+    ck_assert_int_eq(run_psctl(kg), 0);
+    ck_assert_msg(strstr(g_out, "wrote a new cluster key to ") && strstr(g_out, "mode 0600"), "%s",
+                  g_out);
+    struct stat st;
+    ck_assert_int_eq(stat(key, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0600);
+    ck_assert_int_eq((int)st.st_size, 65);
+    char *k1 = file_text(key);
+    ck_assert_int_eq(run_psctl(kg), 1);
+    ck_assert_msg(strstr(g_err, "not overwritten"), "%s", g_err);
+    char *k2 = file_text(key);
+    ck_assert_str_eq(k1, k2); /* untouched */
+    free(k2);
+    const char *kg2[] = {"keygen", other, NULL};
+    ck_assert_int_eq(run_psctl(kg2), 0);
+    k2 = file_text(other);
+    ck_assert_str_ne(k1, k2); /* random */
+    free(k1);
+    free(k2);
+    const char *u1[] = {"keygen", NULL};
+    ck_assert_int_eq(run_psctl(u1), 2);
+    const char *u2[] = {"keygen", "--json", other, NULL};
+    ck_assert_int_eq(run_psctl(u2), 2);
+    const char *u3[] = {"--placement", g_env.conf, "keygen", "x.key", NULL};
+    ck_assert_int_eq(run_psctl(u3), 2);
+    const char *u4[] = {"keygen", "a", "b", NULL};
+    ck_assert_int_eq(run_psctl(u4), 2);
+
+    /* the cluster with the key */
+    char *t = file_text(g_env.conf);
+    ck_assert_int_eq(fixtures_file_write(plain, (const uint8_t *)t, strlen(t), 0), 0);
+    free(t);
+    conf_keyed(wrong, plain, "other.key");
+    conf_keyed(g_env.conf, plain, "cluster.key");
+    shard_start(0);
+    shard_start(1);
+    const char *sa[] = {"--placement", g_env.conf, "status", NULL};
+    int rc = run_psctl(sa);
+    ck_assert_msg(rc == 0, "exit %d\n%s%s", rc, g_out, g_err);
+    char *l0 = out_line("0 ");
+    char *l1 = out_line("1 ");
+    ck_assert_msg(l0 && l1 && !strstr(g_out, "FAILED"), "%s", g_out);
+    free(l0);
+    free(l1);
+    const char *ea[] = {"--placement", g_env.conf, "export", model, NULL};
+    rc = run_psctl(ea);
+    ck_assert_msg(rc == 0 && strstr(g_out, "exported ray"), "exit %d\n%s%s", rc, g_out, g_err);
+    const char *ca[] = {"--placement", g_env.conf, "checkpoint", NULL};
+    ck_assert_int_eq(run_psctl(ca), 0);
+
+    /* without the key, with another key */
+    const char *pa[] = {"--placement", plain, "status", NULL};
+    ck_assert_int_eq(run_psctl(pa), 1);
+    ck_assert_msg(strstr(g_err, "shard 0") && strstr(g_err, "this cluster requires the key"),
+                  "%s", g_err);
+    const char *wa[] = {"--placement", wrong, "status", NULL};
+    ck_assert_int_eq(run_psctl(wa), 1);
+    ck_assert_msg(strstr(g_err, "the shard's proof does not match our cluster key"), "%s", g_err);
+    /* a key file others can read */
+    ck_assert_int_eq(chmod(key, 0604), 0);
+    ck_assert_int_eq(run_psctl(sa), 1);
+    ck_assert_msg(strstr(g_err, "mode 0604 lets others read") && strstr(g_err, "chmod 600"), "%s",
+                  g_err);
+    ck_assert_str_eq(g_out, "");
+}
+END_TEST
+
 Suite *psctl_suite(void)
 {
     Suite *s = suite_create("psctl");
@@ -1414,6 +1512,7 @@ Suite *psctl_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, env_setup, env_teardown);
     tcase_add_test(tc, test_cli);
+    tcase_add_test(tc, test_key);
     tcase_add_test(tc, test_status_table);
     tcase_add_test(tc, test_status_json);
     tcase_add_test(tc, test_accuracy);

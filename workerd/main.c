@@ -22,6 +22,7 @@
 #include "placement.h"
 #include "proto.h"
 #include "remote.h"
+#include "secure.h"
 #include "shard.h"
 #include "trainer.h"
 #include "util.h"
@@ -450,6 +451,14 @@ static int run_placement(workerd_opts *o)
         placement_free(&pl);
         return 1;
     }
+    /* the cluster key, before the data is loaded: a bad key file stops at once */
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    int have_key = placement_auth_key(&pl, key, NULL, 0, err, sizeof err);
+    if (have_key < 0) {
+        fprintf(stderr, "workerd: %s\n", err);
+        placement_free(&pl);
+        return 1;
+    }
     const kern_ops *k = kern_active();
     const placement_job *job = &pl.job;
     int have_test = me->evaluate && pl.data.test_images && pl.data.test_labels;
@@ -478,6 +487,9 @@ static int run_placement(workerd_opts *o)
         goto out;
     if (remote_init(&rb, &pl, me, &m, &g_stop, err, sizeof err) != 0)
         goto out;
+    if (have_key && remote_set_key(&rb, key, err, sizeof err) != 0)
+        goto out;
+    secure_wipe(key, sizeof key);
     rb.verbose = o->verbose;
     if (trainer_init(&tr, &m, engine, &train, me->part, pl.data.parts, job->batch, job->seed,
                      remote_backend(&rb), err, sizeof err) != 0)
@@ -546,6 +558,7 @@ stopped_or_failed:
 out:
     if (exit_code != 0)
         fprintf(stderr, "workerd: %s\n", err);
+    secure_wipe(key, sizeof key);
     trainer_free(&tr);
     if (rb.c)
         remote_free(&rb);

@@ -21,7 +21,7 @@
 static const char *const level_names[REMOTE_LOG_LEVEL_MAX] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 static const char *const state_names[REMOTE_CONN_STATE_MAX] = {"down", "connecting", "hello",
-                                                               "ready", "wait"};
+                                                               "auth", "ready", "wait"};
 
 static double now_s(void)
 {
@@ -68,6 +68,9 @@ static void conn_close_fd(remote_conn *c)
     proto_decoder_free(&c->dec);
     proto_decoder_init(&c->dec, 0);
     c->out_len = c->out_pos = 0;
+    c->sealed = 0;
+    secure_wipe(&c->sess, sizeof c->sess);
+    secure_hs_wipe(&c->hs);
 }
 
 /* The connection broke (or never came up): close it and schedule the next
@@ -101,14 +104,17 @@ static int conn_send_frame(remote *r, remote_conn *c, encode_fn enc, uint32_t re
     int rc = enc(r, c, req, NULL, 0, &len);
     if (rc != PROTO_ERR_NOSPACE)
         return rc < 0 ? rc : PROTO_ERR_INVALID;
-    if (len > c->out_cap) {
-        uint8_t *b = realloc(c->out, len);
+    size_t need = len + (c->sealed ? PROTO_SEAL_TAG_SIZE : 0);
+    if (need > c->out_cap) {
+        uint8_t *b = realloc(c->out, need);
         if (!b)
             return PROTO_ERR_NOMEM;
         c->out = b;
-        c->out_cap = len;
+        c->out_cap = need;
     }
-    rc = enc(r, c, req, c->out, c->out_cap, &len);
+    rc = enc(r, c, req, c->out, len, &len);
+    if (rc == 0 && c->sealed)
+        rc = secure_seal(&c->sess.tx, c->out, len, c->out_cap, &len);
     if (rc < 0)
         return rc;
     c->out_len = len;
@@ -142,6 +148,11 @@ static int enc_hello(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size
     memset(&h, 0, sizeof h);
     h.role = PROTO_ROLE_WORKER;
     h.auth_method = PROTO_AUTH_NONE;
+    if (r->have_key) { /* the nonce drawn in conn_connected */
+        h.auth_method = PROTO_AUTH_KEY;
+        h.auth = c->hs.nonce;
+        h.auth_len = PROTO_HELLO_AUTH_KEY_LEN;
+    }
     h.nparams = r->nparams;
     snprintf(h.node_id, sizeof h.node_id, "%s", r->node_id);
     snprintf(h.model, sizeof h.model, "%s", r->model);
@@ -188,6 +199,15 @@ static int enc_done(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
 {
     (void)c;
     return proto_done_encode(&r->done, req, buf, cap, len);
+}
+
+static int enc_auth(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
+                    size_t *len)
+{
+    (void)r;
+    proto_auth a;
+    memcpy(a.proof, c->hs.expect, sizeof a.proof); /* the proof to send (conn_on_welcome) */
+    return proto_auth_encode(&a, req, buf, cap, len);
 }
 
 /* ------------------------------------------------------------ connecting */
@@ -240,7 +260,14 @@ static void conn_connected(remote *r, remote_conn *c)
         return;
     }
     uint32_t req = c->next_req++;
+    if (r->have_key)
+        secure_client_hello(&c->hs, &(proto_hello){0});
     int rc = conn_send_frame(r, c, enc_hello, req);
+    proto_frame hf;
+    if (rc == 0 && r->have_key &&
+        (proto_frame_parse(c->out, c->out_len, PROTO_MAX_FRAME, &hf) != (int)c->out_len ||
+         secure_hs_hello(&c->hs, &hf) != 0))
+        rc = PROTO_ERR_INVALID;
     if (rc < 0) {
         snprintf(r->fatal_msg, sizeof r->fatal_msg, "cannot encode HELLO: %s",
                  proto_strerror(rc));
@@ -300,8 +327,9 @@ static void conn_on_error(remote *r, remote_conn *c, const proto_frame *f)
         conn_fail(r, c, "undecodable ERROR from the shard");
         return;
     }
+    int handshake = c->state == REMOTE_CONN_HELLO || c->state == REMOTE_CONN_AUTH;
     if (e.code == PROTO_ERR_MODEL || e.code == PROTO_ERR_RANGE ||
-        e.code == PROTO_ERR_VERSION || e.code == PROTO_ERR_AUTH) {
+        e.code == PROTO_ERR_VERSION || (e.code == PROTO_ERR_AUTH && handshake)) {
         snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d (%s:%d) refused us: %s: %s",
                  c->shard, c->host, c->port, proto_strerror(e.code), e.text);
         r->fatal = 1;
@@ -336,11 +364,36 @@ static void conn_on_welcome(remote *r, remote_conn *c, const proto_frame *f)
         r->fatal = 1;
         return;
     }
+    if (r->have_key) {
+        proto_auth a;
+        rc = secure_client_welcome(&c->hs, r->key, f, &c->sess, &a);
+        if (rc != 0) {
+            snprintf(r->fatal_msg, sizeof r->fatal_msg,
+                     "shard %d (%s:%d, node %s): its proof does not match our cluster key: %s",
+                     c->shard, c->host, c->port, c->node,
+                     w.auth_method == PROTO_AUTH_KEY
+                         ? "it holds another key (or the WELCOME was altered on the way)"
+                         : "it answered without the key method");
+            r->fatal = 1;
+            return;
+        }
+        memcpy(c->hs.expect, a.proof, sizeof a.proof); /* for enc_auth */
+        uint32_t req = c->next_req++;
+        rc = conn_send_frame(r, c, enc_auth, req);
+        secure_hs_wipe(&c->hs);
+        if (rc < 0) {
+            conn_fail(r, c, "cannot encode AUTH");
+            return;
+        }
+        c->sealed = 1; /* from here on both directions */
+        c->wait_req = req;
+    }
     if (c->backoff_ms)
         c->n_reconnects++;
     remote_log(r, c->backoff_ms ? REMOTE_LOG_WARN : REMOTE_LOG_INFO,
-               "shard %d (%s:%d): connected, version %llu, last_seq %llu", c->shard, c->host,
-               c->port, (unsigned long long)w.param_version, (unsigned long long)w.last_seq);
+               "shard %d (%s:%d): connected%s, version %llu, last_seq %llu", c->shard, c->host,
+               c->port, r->have_key ? " (authenticated)" : "", (unsigned long long)w.param_version,
+               (unsigned long long)w.last_seq);
     c->backoff_ms = 0;
     c->logged_ms = 0;
     c->want_min = 0; /* carry on from the shard's current version */
@@ -351,6 +404,12 @@ static void conn_on_welcome(remote *r, remote_conn *c, const proto_frame *f)
     }
     if (w.last_seq > c->seq)
         c->seq = w.last_seq;
+    if (r->have_key) {
+        conn_set_state(r, c, REMOTE_CONN_AUTH);
+        if (conn_flush(c) != 0)
+            conn_fail(r, c, "connection lost while sending AUTH");
+        return;
+    }
     conn_set_state(r, c, REMOTE_CONN_READY);
     if (c->op == REMOTE_OP_CONNECT)
         c->op_done = 1;
@@ -421,7 +480,8 @@ static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
 
 static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
 {
-    if ((c->state != REMOTE_CONN_HELLO && c->state != REMOTE_CONN_WAIT) ||
+    if ((c->state != REMOTE_CONN_HELLO && c->state != REMOTE_CONN_AUTH &&
+         c->state != REMOTE_CONN_WAIT) ||
         f->hdr.request_id != c->wait_req) {
         char why[128];
         snprintf(why, sizeof why, "unexpected %s (request %u) in state %s",
@@ -436,6 +496,12 @@ static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
     }
     if (c->state == REMOTE_CONN_HELLO && t == PROTO_MSG_WELCOME) {
         conn_on_welcome(r, c, f);
+        return;
+    }
+    if (c->state == REMOTE_CONN_AUTH && t == PROTO_MSG_OK) { /* the session is on */
+        conn_set_state(r, c, REMOTE_CONN_READY);
+        if (c->op == REMOTE_OP_CONNECT)
+            c->op_done = 1;
         return;
     }
     if (c->state == REMOTE_CONN_WAIT) {
@@ -457,6 +523,30 @@ static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
     snprintf(why, sizeof why, "unexpected %s in state %s", proto_msg_name(t),
              state_names[c->state]);
     conn_fail(r, c, why);
+}
+
+/* A whole frame: opened first in a sealed session (in place: the payload
+ * lies in remote_run's read buffer or the decoder's, both ours), then
+ * handled.  Only a refused AUTH is answered in the clear. */
+static void conn_frame(remote *r, remote_conn *c, const proto_frame *f)
+{
+    int sealed_in = (f->hdr.flags & PROTO_FLAG_SEALED) != 0;
+    if (sealed_in != c->sealed &&
+        !(c->state == REMOTE_CONN_AUTH && !sealed_in && f->hdr.type == PROTO_MSG_ERROR)) {
+        conn_fail(r, c, sealed_in ? "a sealed frame from the shard outside a session"
+                                  : "an unsealed frame from the shard in a sealed session");
+        return;
+    }
+    if (!sealed_in) {
+        conn_on_frame(r, c, f);
+        return;
+    }
+    proto_frame plain;
+    if (secure_open(&c->sess.rx, f, (uint8_t *)f->payload, f->payload_len, &plain) != 0) {
+        conn_fail(r, c, "a frame from the shard failed authentication");
+        return;
+    }
+    conn_on_frame(r, c, &plain);
 }
 
 /* Read what is there and handle every whole frame. */
@@ -487,7 +577,7 @@ static void conn_read(remote *r, remote_conn *c, uint8_t *buf)
             p += used;
             left -= used;
             if (rc == 1)
-                conn_on_frame(r, c, &f);
+                conn_frame(r, c, &f);
             if (r->fatal)
                 return;
         }
@@ -735,6 +825,17 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     return 0;
 }
 
+int remote_set_key(remote *r, const uint8_t *key, char *err, size_t errlen)
+{
+    if (secure_init() != 0) {
+        snprintf(err, errlen, "cannot initialise libsodium");
+        return -1;
+    }
+    memcpy(r->key, key, SECURE_KEY_SIZE);
+    r->have_key = 1;
+    return 0;
+}
+
 void remote_free(remote *r)
 {
     if (r->c) {
@@ -757,5 +858,5 @@ void remote_free(remote *r)
                        (unsigned long long)r->c[i].n_reconnects);
     free(r->c);
     free(r->cache);
-    memset(r, 0, sizeof(*r));
+    secure_wipe(r, sizeof(*r)); /* the key, the session keys */
 }

@@ -16,6 +16,12 @@
  * used: each shard's version is kept here and pushed as that shard's
  * base_version.
  *
+ * With a cluster key (remote_set_key; docs/security.md) each connection
+ * says HELLO with a nonce, checks the shard's proof in the WELCOME (a
+ * mismatch is fatal: the shard holds another key), answers AUTH, and from
+ * the shard's OK on seals every frame it sends and opens every frame it
+ * gets; a frame that does not open breaks the connection (reconnect).
+ *
  * Library code: nothing exits; a stop request (the caller's flag, set by a
  * signal handler) makes the current call return REMOTE_STOPPED.
  */
@@ -29,6 +35,7 @@
 #include "cnn.h"
 #include "placement.h"
 #include "proto.h"
+#include "secure.h"
 #include "trainer.h"
 
 #define REMOTE_STOPPED (-2)       /* a call's return: *stop was set */
@@ -48,6 +55,7 @@ typedef enum remote_conn_state {
     REMOTE_CONN_DOWN = 0,   /* no socket; next attempt at retry_at */
     REMOTE_CONN_CONNECTING, /* non-blocking connect() in progress */
     REMOTE_CONN_HELLO,      /* HELLO sent, waiting for WELCOME */
+    REMOTE_CONN_AUTH,       /* cluster key: AUTH sent, waiting for the sealed OK */
     REMOTE_CONN_READY,      /* idle */
     REMOTE_CONN_WAIT,       /* a request sent, waiting for its reply */
     REMOTE_CONN_STATE_MAX
@@ -77,6 +85,10 @@ typedef struct remote_conn {
     size_t out_len, out_pos, out_cap;
     uint32_t next_req, wait_req;
     double deadline;                 /* CONNECTING: give up at this time */
+    /* cluster key */
+    secure_hs hs;                    /* HELLO: the handshake in progress */
+    secure_session sess;
+    int sealed;                      /* AUTH sent: every frame sealed both ways */
     /* parameters */
     uint64_t version;                /* version of the slice in the cache */
     int have;                        /* the cache holds this shard's slice */
@@ -105,6 +117,8 @@ typedef struct remote {
     float *cache;                       /* nparams: the weights last pulled (owned) */
     volatile sig_atomic_t *stop;        /* the caller's stop flag (may be NULL) */
     int verbose;                        /* log DEBUG lines */
+    int have_key;                       /* remote_set_key was called */
+    uint8_t key[SECURE_KEY_SIZE];
     uint64_t rng;                       /* jitter only (xorshift) */
     /* arguments of the call in progress */
     const float *push_grad;
@@ -122,6 +136,11 @@ typedef struct remote {
  * returns REMOTE_STOPPED.  Returns 0, or -1 with a message. */
 int remote_init(remote *r, const placement *p, const placement_node *me, const cnn_model *m,
                 volatile sig_atomic_t *stop, char *err, size_t errlen);
+
+/* Authenticate every connection with the cluster key key (32 bytes,
+ * copied; docs/security.md).  Call before remote_connect.  Returns 0, or
+ * -1 with a message if libsodium cannot start. */
+int remote_set_key(remote *r, const uint8_t *key, char *err, size_t errlen);
 
 /* Close every connection and free what r owns. */
 void remote_free(remote *r);

@@ -50,13 +50,17 @@ typedef struct ctl_result {
 } ctl_result;
 
 /* Ask the n shards listed in shards[] (indexes into pl->shard_node) the
- * same request, concurrently, within timeout_ms in all.  out[i] receives
+ * same request, concurrently, within timeout_ms in all.  With key (the
+ * cluster key, PLACEMENT_KEY_SIZE bytes; NULL: none) each connection
+ * proves it holds the key and checks that the shard does (a shard with
+ * another key fails with "its proof does not match our cluster key"), and
+ * the request and its reply are sealed (docs/security.md).  out[i] receives
  * shards[i]'s result (release each with ctl_result_free).  Returns 0 when
  * every result is filled in (whether each shard answered or not; see
  * out[i].ok), or -1 with a message in err if the query could not run at all
  * (event loop, out of memory). */
 int ctl_query_run(const placement *pl, const int *shards, int n, ctl_req req, int timeout_ms,
-                  ctl_result *out, char *err, size_t errlen);
+                  const uint8_t *key, ctl_result *out, char *err, size_t errlen);
 
 /* Free what r owns (its JSON copy, its weights). */
 void ctl_result_free(ctl_result *r);

@@ -6,12 +6,15 @@
  *   psctl [--placement FILE] [--timeout MS] export [--json] FILE
  *   psctl [--placement FILE] eval FILE [--test-images F --test-labels F]
  *                                      [--threads N] [--json]
+ *   psctl keygen FILE
  *
  * Exit status: 0 when every shard asked answered, 1 when one could not be
  * reached or refused (it is named; the others are still printed) or the
  * placement cannot be read, 2 for a usage error.  export writes nothing
  * unless every shard answered; eval asks no shard (it reads a model file
- * written by export, common/modelfile.h).
+ * written by export, common/modelfile.h).  With "auth" in the placement
+ * psctl reads the cluster key and every exchange is authenticated and
+ * sealed (docs/security.md); keygen writes a new key file.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,6 +34,7 @@
 #include "kernels.h"
 #include "modelfile.h"
 #include "placement.h"
+#include "secure.h"
 #include "util.h"
 
 #define PSCTL_DEFAULT_PLACEMENT "/etc/psd/placement.conf"
@@ -44,13 +48,14 @@ typedef enum psctl_cmd {
     PSCTL_CMD_CHECKPOINT,
     PSCTL_CMD_EXPORT,
     PSCTL_CMD_EVAL,
+    PSCTL_CMD_KEYGEN,
     PSCTL_CMD_MAX
 } psctl_cmd;
 
 static const char *const psctl_cmd_names[PSCTL_CMD_MAX] = {"status", "accuracy", "checkpoint",
-                                                           "export", "eval"};
+                                                           "export", "eval", "keygen"};
 
-#define PSCTL_CMD_LIST "status, accuracy, checkpoint, export or eval"
+#define PSCTL_CMD_LIST "status, accuracy, checkpoint, export, eval or keygen"
 
 static void usage(FILE *f)
 {
@@ -70,6 +75,7 @@ static void usage(FILE *f)
             "  eval FILE          test accuracy of a model file: --test-images F\n"
             "                     --test-labels F (default: the placement's test set),\n"
             "                     [--threads N]; prints test_acc=NN.NN\n"
+            "  keygen FILE        write a new random cluster key to FILE (mode 0600)\n"
             "\n"
             "options:\n"
             "  --placement FILE   the placement file (default " PSCTL_DEFAULT_PLACEMENT ")\n"
@@ -80,6 +86,8 @@ static void usage(FILE *f)
             "All shards are asked at once.  A shard that cannot be reached, or that\n"
             "refuses (e.g. it serves another model), is named, and the others are still\n"
             "printed; with --json it is listed under \"unreachable\" with the error.\n"
+            "With \"auth\" in the placement psctl proves it holds the cluster key and\n"
+            "every exchange is encrypted and authenticated (docs/security.md).\n"
             "Exit status: 0 all shards answered, 1 a shard failed or the placement is\n"
             "bad, 2 usage error.\n",
             PSCTL_TIMEOUT_MAX_MS, PSCTL_DEFAULT_TIMEOUT_MS);
@@ -163,6 +171,18 @@ static void usage_cmd(FILE *f, psctl_cmd cmd)
               "\n"
               "Exit status: 0 evaluated; 1 the model file or the test set is missing,\n"
               "corrupt or does not fit the model (e.g. images of another size); 2 usage.\n",
+              f);
+        break;
+    case PSCTL_CMD_KEYGEN:
+        fputs("usage: psctl keygen FILE\n"
+              "\n"
+              "Write a new random 32-byte cluster key to FILE as 64 hex digits and a\n"
+              "newline, with mode 0600; an existing FILE is never overwritten.  Copy the\n"
+              "file to every box (keep it mode 0600, owned by whoever runs psd/workerd)\n"
+              "and name it in the placement: \"auth\": {\"key_file\": \"FILE\"}\n"
+              "(docs/security.md).\n"
+              "\n"
+              "Exit status: 0 written; 1 FILE exists or cannot be written; 2 usage.\n",
               f);
         break;
     default: usage(f); break;
@@ -1124,6 +1144,28 @@ static int usage_error(const char *fmt, const char *arg)
     return 2;
 }
 
+/* keygen FILE: a new random key, mode 0600, never over an existing file. */
+static int cmd_keygen(const char *file)
+{
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    char err[4400];
+    if (secure_init() != 0) {
+        fprintf(stderr, "psctl: keygen: cannot initialise libsodium\n");
+        return 1;
+    }
+    secure_random(key, sizeof key);
+    int rc = placement_key_save(file, key, err, sizeof err);
+    secure_wipe(key, sizeof key);
+    if (rc != 0) {
+        fprintf(stderr, "psctl: keygen: %s\n", err);
+        return 1;
+    }
+    printf("wrote a new cluster key to %s (mode 0600); copy it to every box and name it in the "
+           "placement: \"auth\": {\"key_file\": \"%s\"}\n",
+           file, file);
+    return 0;
+}
+
 /* Ask every shard (or shard 0 for accuracy) and print the answer. */
 static int run_query(psctl_cmd cmd, const char *placement_path, int timeout_ms, int json,
                      const char *file)
@@ -1132,6 +1174,13 @@ static int run_query(psctl_cmd cmd, const char *placement_path, int timeout_ms, 
     placement pl;
     if (placement_load(placement_path, &pl, err, sizeof err) != 0) {
         fprintf(stderr, "psctl: %s\n", err);
+        return 1;
+    }
+    uint8_t key[PLACEMENT_KEY_SIZE];
+    int have_key = placement_auth_key(&pl, key, NULL, 0, err, sizeof err);
+    if (have_key < 0) {
+        fprintf(stderr, "psctl: %s\n", err);
+        placement_free(&pl);
         return 1;
     }
     int n = cmd == PSCTL_CMD_ACCURACY ? 1 : pl.nshards;
@@ -1150,7 +1199,10 @@ static int run_query(psctl_cmd cmd, const char *placement_path, int timeout_ms, 
                   : cmd == PSCTL_CMD_EXPORT   ? CTL_REQ_PULL
                                               : CTL_REQ_STATUS;
     int rc;
-    if (ctl_query_run(&pl, shards, n, req, timeout_ms, res, err, sizeof err) != 0) {
+    int qrc = ctl_query_run(&pl, shards, n, req, timeout_ms, have_key ? key : NULL, res, err,
+                            sizeof err);
+    secure_wipe(key, sizeof key);
+    if (qrc != 0) {
         fprintf(stderr, "psctl: %s\n", err);
         rc = 1;
     } else if (cmd == PSCTL_CMD_STATUS) {
@@ -1174,7 +1226,7 @@ int main(int argc, char **argv)
 {
     const char *placement_path = PSCTL_DEFAULT_PLACEMENT;
     const char *images = NULL, *labels = NULL;
-    const char *timeout_arg = NULL, *threads_arg = NULL;
+    const char *timeout_arg = NULL, *threads_arg = NULL, *placement_arg = NULL;
     int timeout_ms = PSCTL_DEFAULT_TIMEOUT_MS, json = 0, help = 0, c;
     long threads = 1;
     opterr = 0;
@@ -1184,7 +1236,7 @@ int main(int argc, char **argv)
         case OPT_PLACEMENT:
             if (!*optarg)
                 return usage_error("--placement: empty path%s", "");
-            placement_path = optarg;
+            placement_path = placement_arg = optarg;
             break;
         case OPT_TIMEOUT:
             if (timeout_parse(optarg, &timeout_ms) != 0)
@@ -1230,7 +1282,9 @@ int main(int argc, char **argv)
         return usage_error("unknown command '%s' (" PSCTL_CMD_LIST ")", argv[optind]);
     const char *file = NULL;
     int nargs = argc - optind - 1;
-    if (cmd == PSCTL_CMD_EXPORT || cmd == PSCTL_CMD_EVAL) {
+    if (cmd == PSCTL_CMD_EXPORT || cmd == PSCTL_CMD_EVAL || cmd == PSCTL_CMD_KEYGEN) {
+        if (nargs < 1 && cmd == PSCTL_CMD_KEYGEN)
+            return usage_error("keygen needs a FILE (where to write the new key)%s", "");
         if (nargs < 1)
             return usage_error("%s needs a FILE (the model file)", psctl_cmd_names[cmd]);
         file = argv[optind + 1];
@@ -1241,8 +1295,11 @@ int main(int argc, char **argv)
     } else if (nargs > 0) {
         return usage_error("unexpected argument '%s'", argv[optind + 1]);
     }
-    if (json && cmd == PSCTL_CMD_CHECKPOINT)
-        return usage_error("--json is not an option of checkpoint%s", "");
+    if (json && (cmd == PSCTL_CMD_CHECKPOINT || cmd == PSCTL_CMD_KEYGEN))
+        return usage_error("--json is not an option of %s", psctl_cmd_names[cmd]);
+    if (cmd == PSCTL_CMD_KEYGEN && (placement_arg || timeout_arg))
+        return usage_error("%s is not an option of keygen (it asks no shard)",
+                           placement_arg ? "--placement" : "--timeout");
     if (cmd != PSCTL_CMD_EVAL) {
         if (images || labels)
             return usage_error("%s is an option of eval only",
@@ -1260,7 +1317,9 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     int rc;
-    if (cmd == PSCTL_CMD_EVAL) {
+    if (cmd == PSCTL_CMD_KEYGEN) {
+        rc = cmd_keygen(file);
+    } else if (cmd == PSCTL_CMD_EVAL) {
         psctl_eval_opts eo = {.file = file,
                               .images = images,
                               .labels = labels,

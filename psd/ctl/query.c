@@ -16,8 +16,13 @@
  * decoder, bounded by PROTO_MAX_FRAME, and copied out at once.
  * DONE/FAILED are final: the result is recorded once, the socket closed,
  * and later callbacks (a cancelled connect, a late getaddrinfo) are ignored.
+ *
+ * With a cluster key the HELLO goes alone; the WELCOME's proof is checked,
+ * and AUTH (request id 3) and the sealed request (id 2) are written
+ * together; the shard's sealed OK to the AUTH comes before the reply.
  */
 #include "ctl.h"
+#include "secure.h"
 
 #include <netdb.h>
 #include <stdarg.h>
@@ -63,6 +68,14 @@ typedef struct ctl_conn {
     uv_write_t pull_req;       /* the PULL, written after the WELCOME */
     uint8_t pull_out[PROTO_FRAME_OVERHEAD + PROTO_PULL_SIZE];
     uint8_t *rbuf;             /* CTL_READ_BUF bytes, owned */
+    /* cluster key */
+    secure_hs hs;
+    secure_session sess;
+    int sealed;                /* AUTH written: every frame sealed both ways */
+    int authed;                /* the shard's sealed OK to the AUTH came */
+    uv_write_t auth_req;       /* AUTH and the sealed request, after the WELCOME */
+    uint8_t auth_out[2 * PROTO_FRAME_OVERHEAD + PROTO_AUTH_SIZE + PROTO_PULL_SIZE +
+                     PROTO_SEAL_TAG_SIZE];
 } ctl_conn;
 
 struct ctl_query {
@@ -76,6 +89,7 @@ struct ctl_query {
     int n;
     int unfinished;            /* connections not DONE/FAILED */
     char node_id[PROTO_NODE_ID_MAX + 1];
+    const uint8_t *key;        /* the cluster key, or NULL */
 };
 
 void ctl_address_format(const placement_node *n, char *out, size_t outlen)
@@ -161,6 +175,51 @@ static void conn_pull_send(ctl_conn *c)
         conn_fail(c, "write: %s", uv_strerror(rc));
 }
 
+/* The request (id 2) for this query into buf (cap bytes); *len its size. */
+static int request_encode(ctl_conn *c, uint8_t *buf, size_t cap, size_t *len)
+{
+    switch (c->q->req) {
+    case CTL_REQ_STATUS: return proto_status_req_encode(2, buf, cap, len);
+    case CTL_REQ_CHECKPOINT: return proto_checkpoint_encode(2, buf, cap, len);
+    case CTL_REQ_PULL: {
+        proto_pull p = {.min_version = 0, .lo = c->res->lo, .hi = c->res->hi};
+        return proto_pull_encode(&p, 2, buf, cap, len);
+    }
+    default: return PROTO_ERR_INVALID;
+    }
+}
+
+/* Cluster key: check the WELCOME's proof, then write AUTH (id 3) and the
+ * sealed request (id 2) in one write. */
+static void conn_auth_send(ctl_conn *c, const proto_frame *welcome)
+{
+    proto_auth a;
+    int rc = secure_client_welcome(&c->hs, c->q->key, welcome, &c->sess, &a);
+    if (rc != 0) {
+        conn_fail(c, "the shard's proof does not match our cluster key: it holds another key "
+                     "(or the WELCOME was altered on the way)");
+        return;
+    }
+    size_t la = 0, lr = 0;
+    rc = proto_auth_encode(&a, 3, c->auth_out, sizeof c->auth_out, &la);
+    secure_wipe(&a, sizeof a);
+    if (rc == 0)
+        rc = request_encode(c, c->auth_out + la, sizeof c->auth_out - la - PROTO_SEAL_TAG_SIZE,
+                            &lr);
+    if (rc == 0)
+        rc = secure_seal(&c->sess.tx, c->auth_out + la, lr, sizeof c->auth_out - la, &lr);
+    if (rc != 0) {
+        conn_fail(c, "cannot encode the AUTH: %s", proto_strerror(rc));
+        return;
+    }
+    c->sealed = 1;
+    uv_buf_t b = uv_buf_init((char *)c->auth_out, (unsigned)(la + lr));
+    c->auth_req.data = c;
+    rc = uv_write(&c->auth_req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+    if (rc != 0)
+        conn_fail(c, "write: %s", uv_strerror(rc));
+}
+
 /* The WEIGHTS answering the PULL: must be the whole range asked for.
  * Copies the floats into the result.  Returns 0, or -1 after conn_fail. */
 static int conn_weights(ctl_conn *c, const proto_frame *f)
@@ -229,8 +288,19 @@ static void conn_frame(ctl_conn *c, const proto_frame *f)
         c->res->version = w.param_version;
         c->res->nparams = w.nparams;
         snprintf(c->res->model, sizeof c->res->model, "%s", w.model);
-        if (c->q->req == CTL_REQ_PULL)
+        if (c->q->key)
+            conn_auth_send(c, f);
+        else if (c->q->req == CTL_REQ_PULL)
             conn_pull_send(c);
+        return;
+    }
+    if (c->q->key && !c->authed) {
+        proto_ok ok;
+        if (f->hdr.type != PROTO_MSG_OK || f->hdr.request_id != 3 || proto_ok_decode(f, &ok) != 0) {
+            conn_fail(c, "expected OK to the AUTH, got %s", proto_msg_name(f->hdr.type));
+            return;
+        }
+        c->authed = 1;
         return;
     }
     if (f->hdr.request_id != 2) {
@@ -265,6 +335,31 @@ static void conn_frame(ctl_conn *c, const proto_frame *f)
     conn_set_state(c, CTL_CONN_DONE);
 }
 
+/* A whole frame: opened first in a sealed session (in place, in c->rbuf
+ * or the decoder's buffer), then handled.  Only a refused AUTH comes in
+ * the clear. */
+static void conn_frame_open(ctl_conn *c, const proto_frame *f)
+{
+    int sealed_in = (f->hdr.flags & PROTO_FLAG_SEALED) != 0;
+    if (sealed_in != c->sealed &&
+        !(c->sealed && !c->authed && !sealed_in && f->hdr.type == PROTO_MSG_ERROR)) {
+        conn_fail(c, "%s frame from the shard %s", sealed_in ? "a sealed" : "an unsealed",
+                  sealed_in ? "outside a session (it uses a key we do not have?)"
+                            : "in a sealed session");
+        return;
+    }
+    if (!sealed_in) {
+        conn_frame(c, f);
+        return;
+    }
+    proto_frame plain;
+    if (secure_open(&c->sess.rx, f, (uint8_t *)f->payload, f->payload_len, &plain) != 0) {
+        conn_fail(c, "a frame from the shard failed authentication");
+        return;
+    }
+    conn_frame(c, &plain);
+}
+
 static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     ctl_conn *c = st->data;
@@ -292,7 +387,7 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         p += used;
         left -= used;
         if (rc == 1)
-            conn_frame(c, &f);
+            conn_frame_open(c, &f);
     }
 }
 
@@ -313,9 +408,19 @@ static int conn_encode(ctl_conn *c)
     h.nparams = q->pl->nparams;
     snprintf(h.node_id, sizeof h.node_id, "%s", q->node_id);
     snprintf(h.model, sizeof h.model, "%s", q->pl->job.model);
+    if (q->key)
+        secure_client_hello(&c->hs, &h);
     size_t a = 0, b = 0;
     if (proto_hello_encode(&h, 1, c->out, sizeof c->out, &a) != 0)
         return -1;
+    if (q->key) { /* the request follows the AUTH, sealed (conn_auth_send) */
+        proto_frame hf;
+        if (proto_frame_parse(c->out, a, PROTO_MAX_FRAME, &hf) != (int)a ||
+            secure_hs_hello(&c->hs, &hf) != 0)
+            return -1;
+        c->out_len = a;
+        return 0;
+    }
     if (q->req == CTL_REQ_PULL) { /* sent after the WELCOME (conn_pull_send) */
         c->out_len = a;
         return 0;
@@ -432,7 +537,7 @@ static void query_timeout_cb(uv_timer_t *t)
 }
 
 int ctl_query_run(const placement *pl, const int *shards, int n, ctl_req req, int timeout_ms,
-                  ctl_result *out, char *err, size_t errlen)
+                  const uint8_t *key, ctl_result *out, char *err, size_t errlen)
 {
     if (n < 0 || req < 0 || req >= CTL_REQ_MAX || timeout_ms <= 0) {
         snprintf(err, errlen, "bad query arguments");
@@ -444,6 +549,11 @@ int ctl_query_run(const placement *pl, const int *shards, int n, ctl_req req, in
     q.timeout_ms = timeout_ms;
     q.pl = pl;
     q.n = n;
+    q.key = key;
+    if (key && secure_init() != 0) {
+        snprintf(err, errlen, "cannot initialise libsodium");
+        return -1;
+    }
     snprintf(q.node_id, sizeof q.node_id, "psctl.%ld", (long)getpid());
     for (int i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
@@ -503,6 +613,7 @@ out_free:
         proto_decoder_free(&q.conns[i].dec);
         free(q.conns[i].rbuf);
     }
+    secure_wipe(q.conns, (size_t)n * sizeof(*q.conns)); /* session keys */
     free(q.conns);
     return rc;
 }
