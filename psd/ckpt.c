@@ -142,6 +142,10 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
     }
     memcpy(out->model, mp, ml);
     out->model[ml] = '\0';
+    if (!ckpt_name_ok(out->model, PSD_CKPT_MODEL_MAX)) {
+        snprintf(err, errlen, "bad model name field (not printable ASCII)");
+        return -1;
+    }
     out->shard = proto_get_be32(buf + 12);
     out->nparams = proto_get_be64(buf + 48);
     out->lo = proto_get_be64(buf + 56);
@@ -187,11 +191,19 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
             goto truncated;
         memcpy(ws[i].id, p, idl);
         ws[i].id[idl] = '\0';
-        if (!ckpt_name_ok(ws[i].id, PSD_CKPT_ID_MAX)) {
+        /* every one of the idl bytes must be printable: a NUL inside would
+         * make "w0\0x" decode as "w0" */
+        if (memchr(p, 0, idl) || !ckpt_name_ok(ws[i].id, PSD_CKPT_ID_MAX)) {
             free(ws);
             snprintf(err, errlen, "worker %u: bad node id", i);
             return -1;
         }
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(ws[j].id, ws[i].id) == 0) {
+                snprintf(err, errlen, "worker %u: node id \"%s\" appears twice", i, ws[i].id);
+                free(ws);
+                return -1;
+            }
         p += idl;
         ws[i].last_seq = proto_get_be64(p);
         ws[i].step = proto_get_be64(p + 8);

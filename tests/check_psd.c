@@ -338,6 +338,35 @@ START_TEST(test_ckpt_codec)
     proto_put_be32(old + ol - 4, (uint32_t)crc32(0L, old, (uInt)(ol - 4)));
     ck_assert_int_eq(psd_ckpt_decode(old, ol, &d, err, sizeof err), -1);
     free(old);
+
+    /* Found by fuzz_ckpt: bytes strlen() would not see.  A NUL inside a
+     * worker id ("w0\0" would restore onto w0's last_seq), a control
+     * character in the model name, and a worker id given twice are refused,
+     * each with a correct CRC. */
+    uint8_t *bad = malloc(len);
+    for (int k = 0; k < 2; k++) {
+        memcpy(bad, buf, len);
+        if (k == 0) /* records start at 96 with id_len 2: "w0" -> "w\0" */
+            bad[PSD_CKPT_HEADER + 2] = 0;
+        else /* model "ray" -> "r\x01y" */
+            bad[17] = 1;
+        proto_put_be32(bad + len - 4, (uint32_t)crc32(0L, bad, (uInt)(len - 4)));
+        ck_assert_msg(psd_ckpt_decode(bad, len, &d, err, sizeof err) == -1, "case %d accepted", k);
+        ck_assert_ptr_nonnull(strstr(err, k == 0 ? "bad node id" : "bad model name"));
+    }
+    free(bad);
+    /* a worker id twice, built by the encoder's rules (same length ids) */
+    psd_ckpt_worker twice[2] = {{"w0", 1, 1, 0}, {"w1", 2, 2, 0}};
+    psd_ckpt c2 = c;
+    c2.workers = twice;
+    size_t l2 = psd_ckpt_size(&c2);
+    uint8_t *b2 = malloc(l2);
+    ck_assert_int_eq(psd_ckpt_encode(&c2, b2, l2, &l2, err, sizeof err), 0);
+    b2[PSD_CKPT_HEADER + 1 + 2 + 17 + 2] = '0'; /* "w1" -> "w0" */
+    proto_put_be32(b2 + l2 - 4, (uint32_t)crc32(0L, b2, (uInt)(l2 - 4)));
+    ck_assert_int_eq(psd_ckpt_decode(b2, l2, &d, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "appears twice"));
+    free(b2);
     free(buf);
     /* invalid contents are refused */
     c.lo = 80;
