@@ -169,7 +169,7 @@ test-native: $(PROGRAMS) $(BUILD)/tests/check_all
 # The engine's tests (kernels, CNN, optimizer, data) built for aarch64 and
 # run under qemu-user; needs gcc-aarch64-linux-gnu, qemu-user and the arm64
 # check and zlib libraries (make deps-arm64).
-ARM64_TESTS := $(filter-out tests/check_main.c,$(foreach t,kernels cnn optim idx dataset train,$(wildcard tests/check_$(t).c)))
+ARM64_TESTS := $(filter-out tests/check_main.c,$(foreach t,kernels cnn optim idx dataset train modelfile,$(wildcard tests/check_$(t).c)))
 test-arm64:
 	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build-arm64 BIN=build-arm64/bin \
 	    TEST_SRC="$(ARM64_TESTS)" build-arm64/tests/check_all
@@ -267,12 +267,69 @@ $(BIN)/bench_%: $(BUILD)/bench/bench_%.o $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LIB_UV) $(LIB_CJSON) $(LIB_SODIUM) $(LIBS_BASE) -o $@
 
+# ---------------------------------------------------------------- fuzz
+# libFuzzer targets tests/fuzz/fuzz_<name>.c (docs/fuzzing.md), built with
+# clang and ASan+UBSan into build-fuzz/; the code they call (common/, proto/,
+# psd/ckpt.c) is compiled there too, instrumented.  make fuzz runs them one
+# after the other, each for FUZZ_SECONDS, the frame decoder also until
+# FUZZ_FRAME_RUNS executions (tests/fuzz/run.sh), on a working copy of the
+# seeds in tests/fuzz/corpus/; FUZZ_TARGETS="frame msg" picks some.
+# make fuzz-seeds rewrites the binary seeds with the real encoders.
+FUZZ_CC         ?= clang
+FUZZ_SECONDS    ?= 60
+FUZZ_FRAME_RUNS ?= 10000000
+FUZZ_BUILD      := build-fuzz
+FUZZ_SAN        := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS     := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+                   -pthread -Icommon -Iproto -Ipsd -Itests/fuzz $(PKGS_CFLAGS) $(FUZZ_SAN)
+FUZZ_ALL        := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS    ?= $(FUZZ_ALL)
+FUZZ_LIB_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(COMMON_SRC) $(PROTO_SRC) psd/ckpt.c tests/fuzz/common.c)
+FUZZ_LIBS       := $(LIB_CJSON) $(LIBS_BASE) -pthread
+
+.PHONY: fuzz fuzz-build fuzz-seeds
+fuzz-build: $(FUZZ_ALL:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_FRAME_RUNS=$(FUZZ_FRAME_RUNS) \
+	    bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+fuzz-seeds: $(FUZZ_BUILD)/seedgen
+	$(FUZZ_BUILD)/seedgen tests/fuzz/corpus
+
+# Coverage instrumentation for the code under test only: the harnesses in
+# tests/fuzz/ are not instrumented (their own branches would only add noise
+# and cost to libFuzzer's guidance), but they are sanitized.
+FUZZ_COV := -fsanitize=fuzzer-no-link
+$(FUZZ_BUILD)/tests/fuzz/%.o: FUZZ_COV :=
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_COV) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/common/kernels_avx2.o: FUZZ_CFLAGS += -mavx2 -mfma
+$(FUZZ_BUILD)/common/kernels_avx512.o: FUZZ_CFLAGS += -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
+
+$(FUZZ_BUILD)/libfuzzlib.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# (the targets' objects are kept: they are intermediate files to make)
+.SECONDARY: $(FUZZ_ALL:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o)
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libfuzzlib.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $^ $(FUZZ_LIBS) -o $@
+
+$(FUZZ_BUILD)/seedgen: $(FUZZ_BUILD)/tests/fuzz/seedgen.o $(FUZZ_BUILD)/libfuzzlib.a
+	$(FUZZ_CC) $(FUZZ_SAN) $^ $(FUZZ_LIBS) -o $@
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+
 # ---------------------------------------------------------------- deps
 # Installs what is missing; as root with apt-get, otherwise prints the line to
 # run and fails.  The arm64 libraries (for make test-arm64) come from Debian
 # multiarch, enabled here on x86-64 hosts.  Rerunning is harmless.
 DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev libsodium-dev \
-             dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+             dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+             clang libclang-rt-dev
 DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64 libsodium-dev:arm64
 deps:
 	@set -e; pkgs="$(DEPS_PKGS)"; \
@@ -298,6 +355,6 @@ deps-bench:
 	echo "bench: installing python3-torch"; apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch
 
 clean:
-	rm -rf build build-san build-arm64 bin
+	rm -rf build build-san build-arm64 build-fuzz bin
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
