@@ -3,6 +3,7 @@
 #   make                 build every program into bin/
 #   make test            build and run every Check suite (prints Check's summary)
 #   make SANITIZE=1 test the same, built with ASan+UBSan (in build-san/)
+#   make check           what CI runs: test, test-san, test-valgrind, fuzz
 #   make WERROR=1        warnings are errors (CI)
 #   make train           train lenet in one process (MNIST or Fashion-MNIST)
 #   make bench           benchmarks: CNN samples/s per SIMD path, FMA peak, PyTorch
@@ -164,6 +165,29 @@ test: test-native
 
 test-native: $(PROGRAMS) $(BUILD)/tests/check_all
 	PSD_BIN=$(abspath $(BIN)) $(BUILD)/tests/check_all
+
+# What CI runs (the README's test command): every suite, then every suite
+# again built with ASan+UBSan, the unit suites under valgrind memcheck (no
+# error, no leak of any kind), and each fuzz target for FUZZ_SECONDS.
+.PHONY: check test-san test-valgrind
+check: test test-san test-valgrind fuzz
+
+test-san:
+	$(MAKE) --no-print-directory SANITIZE=1 test-native
+
+# The unit suites (no daemons; the learning tests of `train` are left out:
+# hours under valgrind).  CK_FORK=no: one process, so every leak is seen.
+# Under valgrind the CPU looks like it has no AVX-512, so kernels check the
+# paths it emulates (scalar, AVX2).
+VALGRIND_SUITES ?= proto secure placement modelfile optim idx dataset kernels cnn
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect,possible \
+            --show-leak-kinds=definite,indirect,possible
+test-valgrind: $(BUILD)/tests/check_all
+	@set -e; for s in $(VALGRIND_SUITES); do \
+	  echo "valgrind: suite $$s"; \
+	  CK_FORK=no CK_RUN_SUITE=$$s $(VALGRIND) $(BUILD)/tests/check_all; \
+	done; echo "valgrind: no errors, no leaks in: $(VALGRIND_SUITES)"
 
 # ---------------------------------------------------------------- arm64
 # The engine's tests (kernels, CNN, optimizer, data) built for aarch64 and
@@ -329,7 +353,7 @@ $(FUZZ_BUILD)/seedgen: $(FUZZ_BUILD)/tests/fuzz/seedgen.o $(FUZZ_BUILD)/libfuzzl
 # multiarch, enabled here on x86-64 hosts.  Rerunning is harmless.
 DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev libsodium-dev \
              dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
-             clang libclang-rt-dev
+             clang libclang-rt-dev valgrind
 DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64 libsodium-dev:arm64
 deps:
 	@set -e; pkgs="$(DEPS_PKGS)"; \

@@ -8,7 +8,8 @@
 # tta: 2 shards + 2 workers train lenet on DATA_DIR (default
 #   ../shared/data/mnist: train-* and val-*) until the evaluating worker's
 #   validation accuracy reaches TTA_TARGET (default 98.0) -- the placement's
-#   job.target_accuracy, checked every TTA_EVAL_STEPS (default 20) versions --
+#   job.target_accuracy, checked every TTA_EVAL_STEPS versions (default 20 in
+#   sync, 40 in async/ssp: the same number of samples) --
 #   or TTA_EPOCHS (default 8) epochs pass.  Prints one line:
 #     bench=tta mode=... reached=0|1 wall_s=... (launch of the first daemon to
 #     the exit of the last worker) version=... acc=... epochs_run=...
@@ -19,8 +20,8 @@
 #   workers' step time spent waiting for pulls and pushes (comm) rather than
 #   computing.
 #
-# Job: lenet, batch 64 per worker, lr 0.05, momentum 0.9 (sync) or 0.5
-# (async/ssp: stale momentum diverges at 0.9), cosine over the run,
+# Job: lenet, batch 64 per worker, lr 0.05 and momentum 0.9 (sync) or lr 0.1
+# and momentum 0.5 (async/ssp, see below; LR= overrides), cosine over the run,
 # augment_shift TTA_SHIFT (default 2), seed 1, 1 thread per worker.
 # Everything runs in a temporary directory that is removed at the end;
 # every daemon started here is stopped on any exit.
@@ -32,7 +33,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DATA=${4:-$HERE/../../shared/data/mnist}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 TARGET=${TTA_TARGET:-98.0}
-EVAL_STEPS=${TTA_EVAL_STEPS:-20}
+# async/ssp apply every worker's gradient on its own: twice the versions per
+# sample of a 2-worker sync job, so evaluations every 40 versions see as
+# many samples between them as sync's every 20, and lr 0.1 at momentum 0.5
+# gives about the step per sample that sync gets from lr 0.05 at momentum
+# 0.9 on 2 averaged gradients (momentum 0.9 with stale gradients diverges).
+if [ "$MODE" = sync ]; then EVAL_STEPS=${TTA_EVAL_STEPS:-20}; LR=${LR:-0.05}
+else EVAL_STEPS=${TTA_EVAL_STEPS:-40}; LR=${LR:-0.1}; fi
 EPOCHS=${TTA_EPOCHS:-8}
 SHIFT=${TTA_SHIFT:-2}
 
@@ -70,7 +77,7 @@ placement() {
     {
         echo "{\"job\": {\"model\": \"lenet\", \"mode\": \"$MODE\", $staleness \"batch\": 64, \"seed\": 1,"
         echo "  $extra"
-        echo "  \"optimizer\": {\"lr\": 0.05, \"momentum\": $mom, \"schedule\": \"cosine\", \"total_steps\": $total}},"
+        echo "  \"optimizer\": {\"lr\": $LR, \"momentum\": $mom, \"schedule\": \"cosine\", \"total_steps\": $total}},"
         echo " \"data\": {\"train_images\": \"$DATA/train-images-idx3-ubyte.gz\", \"train_labels\": \"$DATA/train-labels-idx1-ubyte.gz\","
         echo "          \"test_images\": \"$DATA/val-images-idx3-ubyte.gz\", \"test_labels\": \"$DATA/val-labels-idx1-ubyte.gz\"},"
         echo " \"nodes\": ["
