@@ -1,5 +1,6 @@
 /* modelfile.c - the model file format (see modelfile.h, docs/modelfile.md). */
 #include "modelfile.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -637,61 +638,8 @@ void modelfile_free(modelfile *mf)
 int modelfile_file_write(const char *path, const uint8_t *buf, size_t len, char *err,
                          size_t errlen)
 {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
-        return mf_fail(err, errlen, MODELFILE_ERR_IO, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == EEXIST) { /* left behind by an earlier process with our pid */
-        unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    }
-    if (fd < 0)
-        return mf_fail(err, errlen, MODELFILE_ERR_IO, "%s: %s", tmp, strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            close(fd);
-            unlink(tmp);
-            return mf_fail(err, errlen, MODELFILE_ERR_IO, "%s: write: %s", tmp, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return mf_fail(err, errlen, MODELFILE_ERR_IO, "%s: fsync: %s", tmp, strerror(e));
-    }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mf_fail(err, errlen, MODELFILE_ERR_IO, "%s: close: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mf_fail(err, errlen, MODELFILE_ERR_IO, "rename %s -> %s: %s", tmp, path,
-                       strerror(e));
-    }
-    /* Make the rename itself durable. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    if (util_file_write_atomic(path, buf, len, err, errlen) != 0)
+        return MODELFILE_ERR_IO;
     return 0;
 }
 

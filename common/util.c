@@ -2,6 +2,10 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -41,5 +45,73 @@ int util_parse_float(const char *s, float min, float max, float *out)
     if (errno || *end || !isfinite(v) || v < min || v > max)
         return -1;
     *out = v;
+    return 0;
+}
+
+int util_file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+                           size_t errlen)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST) { /* left behind by an earlier process with our pid */
+        unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    const char *step = NULL;
+    int e = 0;
+    size_t off = 0;
+    while (off < len && !step) {
+        ssize_t w = write(fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            e = w < 0 ? errno : ENOSPC;
+            step = "write";
+        } else {
+            off += (size_t)w;
+        }
+    }
+    if (!step && fsync(fd) != 0) {
+        e = errno;
+        step = "fsync";
+    }
+    if (close(fd) != 0 && !step) {
+        e = errno;
+        step = "close";
+    }
+    if (step) {
+        unlink(tmp);
+        snprintf(err, errlen, "%s: %s: %s", tmp, step, strerror(e));
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        snprintf(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(e));
+        return -1;
+    }
+    /* make the rename itself durable */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
     return 0;
 }

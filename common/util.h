@@ -1,8 +1,12 @@
-/* util.h - strict parsing of numbers from the command line and config files.
+/* util.h - strict parsing of numbers from the command line and config files,
+ * and atomic file writes.
  *
  * No atoi: a typo is an error, never a silent default. */
 #ifndef PSD_UTIL_H
 #define PSD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 /* Parse all of s as a base-10 integer in [min, max].  Returns 0 or -1. */
 int util_parse_long(const char *s, long min, long max, long *out);
@@ -12,5 +16,13 @@ int util_parse_u64(const char *s, unsigned long long *out);
 
 /* Parse all of s as a finite float in [min, max].  Returns 0 or -1. */
 int util_parse_float(const char *s, float min, float max, float *out);
+
+/* Write len bytes to path atomically: path.tmp.<pid> in the same directory,
+ * fsync, rename over path, fsync of the directory -- a crash leaves the old
+ * file or the new one, never a torn one.  Returns 0, or -1 with a message
+ * naming the file and the failed step (strerror: e.g. "No space left on
+ * device"); the temporary file is removed on failure. */
+int util_file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+                           size_t errlen);
 
 #endif

@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "proto.h"
+#include "util.h"
 
 static int ckpt_name_ok(const char *s, size_t max)
 {
@@ -274,61 +275,7 @@ int psd_ckpt_match(const psd_ckpt *have, const psd_ckpt *want, char *err, size_t
 int psd_ckpt_file_write(const char *path, const uint8_t *buf, size_t len, char *err,
                         size_t errlen)
 {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        snprintf(err, errlen, "%s: path too long", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            snprintf(err, errlen, "%s: write: %s", tmp, w < 0 ? strerror(errno) : "no progress");
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        snprintf(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        snprintf(err, errlen, "%s: close: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    /* Make the rename itself durable. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return util_file_write_atomic(path, buf, len, err, errlen);
 }
 
 int psd_ckpt_file_read(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)

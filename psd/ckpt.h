@@ -79,8 +79,9 @@ void psd_ckpt_free(psd_ckpt *c);
  * else -1 with a message naming the first field that differs. */
 int psd_ckpt_match(const psd_ckpt *have, const psd_ckpt *want, char *err, size_t errlen);
 
-/* Write buf to path atomically: path.tmp, fsync, rename, fsync of the
- * directory.  Returns 0, or -1 with a message naming the file. */
+/* Write buf to path atomically (util_file_write_atomic: path.tmp.<pid>,
+ * fsync, rename, fsync of the directory).  Returns 0, or -1 with a message
+ * naming the file. */
 int psd_ckpt_file_write(const char *path, const uint8_t *buf, size_t len, char *err,
                         size_t errlen);
 
