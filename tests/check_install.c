@@ -298,6 +298,42 @@ START_TEST(test_units_verify_fails)
 }
 END_TEST
 
+/* The README's main command: make demo (conf/demo.sh) on Debian's
+ * Fashion-MNIST for one epoch -- the job ends by itself, the model is
+ * exported and psctl eval on the file gives the accuracy the worker saw. */
+START_TEST(test_demo)
+{
+    const char *fashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+    if (access(fashion, R_OK) != 0) {
+        fprintf(stderr, "install suite: test_demo skipped: %s missing (make deps installs "
+                        "dataset-fashion-mnist)\n", fashion);
+        return;
+    }
+    const char *bin = getenv("PSD_BIN");
+    if (!bin || !*bin) {
+        fprintf(stderr, "install suite: test_demo skipped: PSD_BIN is not set\n");
+        return;
+    }
+    char cmd[CMD_MAX], model[FIXTURES_PATH_MAX + 32];
+    snprintf(model, sizeof model, "%s/demo.psdm", g_dir);
+    snprintf(cmd, sizeof cmd,
+             "DEMO_DATA=fashion DEMO_EPOCHS=1 DEMO_MODEL='%s' conf/demo.sh '%s' </dev/null", model,
+             bin);
+    int rc = run(cmd);
+    ck_assert_msg(rc == 0, "demo exited with %d:\n%s", rc, g_out);
+    ck_assert_msg(strstr(g_out, "job: finished (all 2 workers done)"), "%s", g_out);
+    ck_assert_msg(strstr(g_out, "exported lenet (431,080 parameters"), "%s", g_out);
+    ck_assert_msg(access(model, R_OK) == 0, "no model file:\n%s", g_out);
+    const char *fin = strstr(g_out, "final accuracy ");
+    const char *evl = strstr(g_out, "model=lenet nparams=431080"); /* psctl eval's line */
+    const char *ev = evl ? strstr(evl, " test_acc=") : NULL;
+    ck_assert_msg(fin && ev, "%s", g_out);
+    double a = strtod(fin + strlen("final accuracy "), NULL);
+    double b = strtod(ev + strlen(" test_acc="), NULL);
+    ck_assert_msg(a > 70.0 && a == b, "worker said %.2f%%, psctl eval %.2f%%:\n%s", a, b, g_out);
+}
+END_TEST
+
 Suite *install_suite(void)
 {
     Suite *s = suite_create("install");
@@ -308,6 +344,7 @@ Suite *install_suite(void)
     tcase_add_test(tc, test_install_prefix);
     tcase_add_test(tc, test_units_verify);
     tcase_add_test(tc, test_units_verify_fails);
+    tcase_add_test(tc, test_demo);
     suite_add_tcase(s, tc);
     return s;
 }
