@@ -1484,7 +1484,29 @@ static void handle_frame(ps_conn *c, const proto_frame *f)
             handle_auth(c, f);
         return;
     }
-    int worker = c->role == PROTO_ROLE_WORKER;
+    /* after the handshake: each request, and the role allowed to send it (0: any) */
+    static const struct {
+        uint8_t type;
+        uint8_t role;
+        void (*handle)(ps_conn *c, const proto_frame *f);
+    } routes[] = {
+        {PROTO_MSG_PULL, 0, handle_pull},
+        {PROTO_MSG_STATUS_REQ, 0, handle_status},
+        {PROTO_MSG_PUSH, PROTO_ROLE_WORKER, handle_push},
+        {PROTO_MSG_REPORT, PROTO_ROLE_WORKER, handle_report},
+        {PROTO_MSG_DONE, PROTO_ROLE_WORKER, handle_done},
+        {PROTO_MSG_CHECKPOINT, PROTO_ROLE_OPERATOR, handle_checkpoint},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].type != t)
+            continue;
+        if (routes[i].role && routes[i].role != c->role)
+            conn_error(c, req, PROTO_ERR_STATE, 1, "%s is for %s", proto_msg_name(t),
+                       routes[i].role == PROTO_ROLE_WORKER ? "workers" : "operators");
+        else
+            routes[i].handle(c, f);
+        return;
+    }
     switch (t) {
     case PROTO_MSG_HELLO:
         conn_error(c, req, PROTO_ERR_STATE, 1, "second HELLO");
@@ -1492,36 +1514,6 @@ static void handle_frame(ps_conn *c, const proto_frame *f)
     case PROTO_MSG_AUTH:
         conn_error(c, req, PROTO_ERR_STATE, 1, "AUTH %s",
                    c->sealed ? "twice" : "without a cluster key (this shard uses none)");
-        return;
-    case PROTO_MSG_PULL:
-        handle_pull(c, f);
-        return;
-    case PROTO_MSG_STATUS_REQ:
-        handle_status(c, f);
-        return;
-    case PROTO_MSG_PUSH:
-        if (!worker)
-            conn_error(c, req, PROTO_ERR_STATE, 1, "PUSH is for workers");
-        else
-            handle_push(c, f);
-        return;
-    case PROTO_MSG_REPORT:
-        if (!worker)
-            conn_error(c, req, PROTO_ERR_STATE, 1, "REPORT is for workers");
-        else
-            handle_report(c, f);
-        return;
-    case PROTO_MSG_DONE:
-        if (!worker)
-            conn_error(c, req, PROTO_ERR_STATE, 1, "DONE is for workers");
-        else
-            handle_done(c, f);
-        return;
-    case PROTO_MSG_CHECKPOINT:
-        if (worker)
-            conn_error(c, req, PROTO_ERR_STATE, 1, "CHECKPOINT is for operators");
-        else
-            handle_checkpoint(c, f);
         return;
     default:
         conn_error(c, req, PROTO_ERR_UNKNOWN_TYPE, 1, "message type %u", t);
