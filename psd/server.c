@@ -1209,7 +1209,12 @@ static void handle_push(ps_conn *c, const proto_frame *f)
     s->pushes++;
     switch (s->job->mode) {
     case PLACEMENT_MODE_SYNC:
-        if (p.base_version != s->shard.version || w->in_round) {
+        /* A push one version late (its round closed by the barrier timeout
+         * while it was on the way) joins the current round: dropping it
+         * would leave this worker a round behind here but not on the other
+         * shards, and every later round would then wait for the timeout. */
+        if ((p.base_version != s->shard.version && p.base_version + 1 != s->shard.version) ||
+            w->in_round) {
             a.status = PROTO_ACK_STALE;
             ps_log(s, PS_LOG_INFO, "worker %s: push seq %llu for version %llu dropped (now %llu%s)",
                    w->id, (unsigned long long)p.seq, (unsigned long long)p.base_version,
@@ -1218,6 +1223,10 @@ static void handle_push(ps_conn *c, const proto_frame *f)
             send_ack(c, req, &a);
             return;
         }
+        if (p.base_version != s->shard.version)
+            ps_log(s, PS_LOG_INFO, "worker %s: push seq %llu for version %llu joins round %llu",
+                   w->id, (unsigned long long)p.seq, (unsigned long long)p.base_version,
+                   (unsigned long long)s->shard.version);
         proto_floats_decode(w->grad, p.raw, s->n);
         w->in_round = 1;
         if (s->round_n++ == 0)

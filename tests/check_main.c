@@ -26,6 +26,9 @@ int main(void)
         fprintf(stderr, "no test suites\n");
         return 1;
     }
+    /* Failure messages carry daemon logs (cut to their tail by the
+     * tests); Check's 4 KiB default would turn a failure into exit 2. */
+    check_set_max_msg_size(64 * 1024);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

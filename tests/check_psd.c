@@ -757,14 +757,34 @@ START_TEST(test_sync_barrier_timeout)
     mean_apply(&ref, gs, 2);
     ck_assert_uint_eq(v, 1);
     ck_assert(memcmp(got, ref.w, sizeof got) == 0);
-    /* the late gradient is dropped; the slow worker catches up */
-    ck_assert_int_eq(psc_push(&slow, 1, 0, 1, 0, NP, ga, &ack), 0);
+    /* the late gradient (from version 0) joins round 1 instead of being
+     * lost; a second push in that round is refused */
+    static float gs_late[NP], ga2[NP], gb2[NP];
+    grad_fill(gs_late, 3);
+    grad_fill(ga2, 4);
+    grad_fill(gb2, 5);
+    ck_assert_int_eq(psc_push(&slow, 1, 0, 1, 0, NP, gs_late, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
+    ck_assert_uint_eq(ack.version, 1);
+    ck_assert_int_eq(psc_push(&slow, 2, 1, 2, 0, NP, ga, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_STALE);
+    ck_assert_int_eq(psc_push(&a, 2, 1, 2, 0, NP, ga2, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
+    ck_assert_int_eq(psc_push(&b, 2, 1, 2, 0, NP, gb2, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
+    const float *gs2[3] = {ga2, gb2, gs_late}; /* worker-table order */
+    mean_apply(&ref, gs2, 3);
+    ck_assert_int_eq(psc_pull(&slow, 2, 0, NP, &v, &nm, got), 0);
+    ck_assert_uint_eq(v, 2);
+    ck_assert_msg(memcmp(got, ref.w, sizeof got) == 0, "round 2 is not the mean of all three");
+    /* two versions late is too late */
+    ck_assert_int_eq(psc_push(&slow, 3, 0, 3, 0, NP, ga, &ack), 0);
     ck_assert_uint_eq(ack.status, PROTO_ACK_STALE);
     assert_weights(&slow, &ref);
     /* a PULL for a version that nobody is producing does not hang */
-    ck_assert_int_eq(psc_pull(&b, 2, 0, NP, &v, &nm, NULL), 0);
+    ck_assert_int_eq(psc_pull(&b, 3, 0, NP, &v, &nm, NULL), 0);
     ck_assert_int_eq(nm, 1);
-    ck_assert_uint_eq(v, 1);
+    ck_assert_uint_eq(v, 2);
     psc_close(&a);
     psc_close(&b);
     psc_close(&slow);

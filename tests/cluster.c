@@ -90,6 +90,16 @@ char *cl_file_text(const char *path)
     return s;
 }
 
+const char *cl_tail(const char *log)
+{
+    size_t n = strlen(log);
+    if (n <= 16384)
+        return log;
+    const char *p = log + n - 16384;
+    const char *nl = strchr(p, '\n');
+    return nl ? nl + 1 : p;
+}
+
 void cl_log_path(char *out, size_t len, const char *name)
 {
     snprintf(out, len, "%s/%s.log", g_cl.dir, name);
@@ -207,9 +217,9 @@ char *cl_worker_wait_ok(int w, int ms)
     cl_log_path(log, sizeof log, node);
     int st = cl_wait_exit(g_cl.worker[w], ms);
     char *l = cl_file_text(log);
-    ck_assert_msg(st == 0, "workerd %s exited with %d:\n%s", node, st, l);
+    ck_assert_msg(st == 0, "workerd %s exited with %d:\n%s", node, st, cl_tail(l));
     ck_assert_msg(!strstr(l, "Sanitizer") && !strstr(l, "runtime error:"),
-                  "sanitizer report:\n%s", l);
+                  "sanitizer report:\n%s", cl_tail(l));
     return l;
 }
 

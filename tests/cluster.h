@@ -50,6 +50,9 @@ pid_t cl_spawn(const char *prog, const char *const *args, const char *log);
 
 char *cl_file_text(const char *path);
 
+/* The last lines of a log (at most ~16 KiB), for failure messages. */
+const char *cl_tail(const char *log);
+
 void cl_log_path(char *out, size_t len, const char *name);
 
 /* Data and ports; the placement is written by cl_conf_write. */
