@@ -39,7 +39,10 @@ static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
                                         "eval_every_s", "target_accuracy", "augment_shift",
-                                        "optimizer", NULL };
+                                        "optimizer", "compression", NULL };
+static const char *const compression_keys[] = { "push", "topk_percent", "pull", NULL };
+static const char *const push_enc_names[PLACEMENT_PUSH_MAX] = { "none", "fp16", "topk" };
+static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta" };
 static const char *const optim_keys[] = { "lr", "momentum", "weight_decay", "schedule",
                                           "step_size", "gamma", "total_steps", "lr_min",
                                           "warmup_steps", NULL };
@@ -308,6 +311,26 @@ const char *placement_mode_name(placement_mode m)
     return (m >= 0 && m < PLACEMENT_MODE_MAX) ? mode_names[m] : "?";
 }
 
+const char *placement_push_enc_name(placement_push_enc e)
+{
+    return (unsigned)e < PLACEMENT_PUSH_MAX ? push_enc_names[e] : "?";
+}
+
+const char *placement_pull_enc_name(placement_pull_enc e)
+{
+    return (unsigned)e < PLACEMENT_PULL_MAX ? pull_enc_names[e] : "?";
+}
+
+void placement_compression_describe(const placement_compression *c, char *buf, size_t len)
+{
+    if (c->push == PLACEMENT_PUSH_TOPK)
+        snprintf(buf, len, "push topk %g%%, pull %s", c->topk_percent,
+                 placement_pull_enc_name(c->pull));
+    else
+        snprintf(buf, len, "push %s, pull %s", placement_push_enc_name(c->push),
+                 placement_pull_enc_name(c->pull));
+}
+
 int placement_role_from_name(const char *name)
 {
     for (int i = 0; i < PLACEMENT_ROLE_MAX; i++)
@@ -526,6 +549,52 @@ static int parse_optimizer(pctx *c, const cJSON *o, placement_job *j)
     return 0;
 }
 
+/* job.compression: {"push": ..., "topk_percent": ..., "pull": ...}. */
+static int parse_compression(pctx *c, const cJSON *o, placement_compression *cmp)
+{
+    const char *b = "job.compression";
+    const char *s = NULL;
+    int r;
+    double d;
+
+    if (!cJSON_IsObject(o))
+        return bad(c, b, o, "an object");
+    if (keys_check(c, o, b, compression_keys))
+        return -1;
+    const char *want_push = "\"none\", \"fp16\" or \"topk\"";
+    if ((r = field_str(c, o, b, "push", want_push, &s)) < 0)
+        return -1;
+    if (r) {
+        int k = 0;
+        while (k < PLACEMENT_PUSH_MAX && strcmp(s, push_enc_names[k]) != 0)
+            k++;
+        if (k == PLACEMENT_PUSH_MAX)
+            return bad(c, "job.compression.push", cJSON_GetObjectItemCaseSensitive(o, "push"),
+                       want_push);
+        cmp->push = (placement_push_enc)k;
+    }
+    if ((r = field_num(c, o, b, "topk_percent", 0, 1, 100, "a percentage in (0, 100]", &d)) < 0)
+        return -1;
+    if (r) {
+        if (cmp->push != PLACEMENT_PUSH_TOPK)
+            return not_used(c, b, "topk_percent", "unless push is \"topk\"");
+        cmp->topk_percent = d;
+    }
+    const char *want_pull = "\"full\", \"fp16\" or \"delta\"";
+    if ((r = field_str(c, o, b, "pull", want_pull, &s)) < 0)
+        return -1;
+    if (r) {
+        int k = 0;
+        while (k < PLACEMENT_PULL_MAX && strcmp(s, pull_enc_names[k]) != 0)
+            k++;
+        if (k == PLACEMENT_PULL_MAX)
+            return bad(c, "job.compression.pull", cJSON_GetObjectItemCaseSensitive(o, "pull"),
+                       want_pull);
+        cmp->pull = (placement_pull_enc)k;
+    }
+    return 0;
+}
+
 static int parse_job(pctx *c, const cJSON *o, placement *p)
 {
     const char *b = "job";
@@ -643,6 +712,13 @@ static int parse_job(pctx *c, const cJSON *o, placement *p)
         return -1;
     if (r)
         j->augment_shift = (int)ll;
+
+    j->compression.push = PLACEMENT_PUSH_NONE;
+    j->compression.topk_percent = 1.0;
+    j->compression.pull = PLACEMENT_PULL_FULL;
+    v = cJSON_GetObjectItemCaseSensitive(o, "compression");
+    if (v && parse_compression(c, v, &j->compression))
+        return -1;
 
     optim_config_default(&j->opt);
     v = cJSON_GetObjectItemCaseSensitive(o, "optimizer");

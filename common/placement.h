@@ -65,6 +65,28 @@ typedef struct placement_node {
     int threads;                         /* workerd threads; 0: workerd's default */
 } placement_node;
 
+/* job.compression: how gradients go up (push) and weights come down (pull);
+ * docs/placement.md and docs/protocol.md. */
+typedef enum placement_push_enc {
+    PLACEMENT_PUSH_NONE = 0, /* fp32, every entry */
+    PLACEMENT_PUSH_FP16,     /* IEEE binary16, every entry (error feedback) */
+    PLACEMENT_PUSH_TOPK,     /* the largest topk_percent of |entries| (error feedback) */
+    PLACEMENT_PUSH_MAX
+} placement_push_enc;
+
+typedef enum placement_pull_enc {
+    PLACEMENT_PULL_FULL = 0, /* fp32, every entry */
+    PLACEMENT_PULL_FP16,     /* IEEE binary16, every entry */
+    PLACEMENT_PULL_DELTA,    /* only the entries changed since the worker's copy (exact fp32) */
+    PLACEMENT_PULL_MAX
+} placement_pull_enc;
+
+typedef struct placement_compression {
+    placement_push_enc push;   /* default none */
+    double topk_percent;       /* (0, 100], default 1; used with push topk */
+    placement_pull_enc pull;   /* default full */
+} placement_compression;
+
 typedef struct placement_job {
     char model[CNN_NAME_MAX];  /* a cnn_model_init() name */
     placement_mode mode;
@@ -80,6 +102,7 @@ typedef struct placement_job {
     long eval_every_s;         /* 0: off */
     double target_accuracy;    /* percent: the job ends when an evaluation reaches it; 0: off */
     int augment_shift;         /* random shifts of training images, pixels (0: none) */
+    placement_compression compression; /* job.compression */
 } placement_job;
 
 typedef struct placement_data {
@@ -182,6 +205,15 @@ int placement_model_init(const placement *p, cnn_model *m, char *err, size_t err
 /* "sync", "async", "ssp" <-> enum; -1 / "?" if unknown. */
 int placement_mode_from_name(const char *name);
 const char *placement_mode_name(placement_mode m);
+
+/* Names of the compression settings ("none", "fp16", "topk" / "full",
+ * "fp16", "delta"), "?" if out of range. */
+const char *placement_push_enc_name(placement_push_enc e);
+const char *placement_pull_enc_name(placement_pull_enc e);
+
+/* The compression setting as one line for a daemon's start-up log, e.g.
+ * "push topk 1%, pull delta", into buf (always NUL-terminated). */
+void placement_compression_describe(const placement_compression *c, char *buf, size_t len);
 
 /* "ps", "worker" <-> enum; -1 / "?" if unknown. */
 int placement_role_from_name(const char *name);

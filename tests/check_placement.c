@@ -211,8 +211,45 @@ START_TEST(test_defaults)
     ck_assert(p.job.target_accuracy == 0.0);
     ck_assert_int_eq(p.job.augment_shift, 0);
     ck_assert_int_eq(p.nodes[2].evaluate, 0); /* no test set: nobody evaluates */
+    ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_NONE);
+    ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_FULL);
+    ck_assert(p.job.compression.topk_percent == 1.0);
     placement_free(&p);
     ck_assert_ptr_null(p.source);
+}
+END_TEST
+
+/* job.compression read back, and its one-line description. */
+START_TEST(test_compression)
+{
+    placement p;
+    char line[128];
+    doc_ok(JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": 0.5, "
+                  "\"pull\": \"delta\"}",
+           NULL, NULL, &p);
+    ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_TOPK);
+    ck_assert(p.job.compression.topk_percent == 0.5);
+    ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_DELTA);
+    placement_compression_describe(&p.job.compression, line, sizeof line);
+    ck_assert_str_eq(line, "push topk 0.5%, pull delta");
+    placement_free(&p);
+    doc_ok(JOB_OK ", \"compression\": {\"push\": \"fp16\", \"pull\": \"fp16\"}", NULL, NULL,
+           &p);
+    ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_FP16);
+    ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_FP16);
+    placement_compression_describe(&p.job.compression, line, sizeof line);
+    ck_assert_str_eq(line, "push fp16, pull fp16");
+    placement_free(&p);
+    doc_ok(JOB_OK ", \"compression\": {\"push\": \"topk\"}", NULL, NULL, &p);
+    ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_TOPK);
+    ck_assert(p.job.compression.topk_percent == 1.0);
+    ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_FULL);
+    placement_free(&p);
+    doc_ok(JOB_OK ", \"compression\": {}", NULL, NULL, &p);
+    ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_NONE);
+    placement_free(&p);
+    ck_assert_str_eq(placement_push_enc_name(PLACEMENT_PUSH_MAX), "?");
+    ck_assert_str_eq(placement_pull_enc_name(PLACEMENT_PULL_DELTA), "delta");
 }
 END_TEST
 
@@ -464,6 +501,29 @@ static const bad_case bad_cases[] = {
       .want = "job.optimizer.lr_min: expected a number in [0, lr = 0.05], got 0.1" },
     { .job = JOB_OK ", \"optimizer\": {\"warmup_steps\": -1}",
       .want = "job.optimizer.warmup_steps: expected an integer 0..9007199254740992, got -1" },
+    /* job.compression */
+    { .job = JOB_OK ", \"compression\": \"topk\"",
+      .want = NAME ": job.compression: expected an object, got \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"zip\"}",
+      .want = NAME ": job.compression.push: expected \"none\", \"fp16\" or \"topk\", got \"zip\"" },
+    { .job = JOB_OK ", \"compression\": {\"push\": 1}",
+      .want = "job.compression.push: expected \"none\", \"fp16\" or \"topk\", got 1" },
+    { .job = JOB_OK ", \"compression\": {\"pull\": \"topk\"}",
+      .want = "job.compression.pull: expected \"full\", \"fp16\" or \"delta\", got \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": 0}",
+      .want = "job.compression.topk_percent: expected a percentage in (0, 100], got 0" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": 100.5}",
+      .want = "job.compression.topk_percent: expected a percentage in (0, 100], got 100.5" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": \"1\"}",
+      .want = "job.compression.topk_percent: expected a percentage in (0, 100], got \"1\"" },
+    { .job = JOB_OK ", \"compression\": {\"topk_percent\": 5}",
+      .want = "job.compression.topk_percent: not used unless push is \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"fp16\", \"topk_percent\": 5}",
+      .want = "job.compression.topk_percent: not used unless push is \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"puhs\": \"fp16\"}",
+      .want = "job.compression.puhs: unknown key (known: push, topk_percent, pull)" },
+    { .job = JOB_OK ", \"compression\": {\"pull\": \"fp16\", \"pull\": \"full\"}",
+      .want = "job.compression.pull: given twice" },
     /* data */
     { .data = "\"train_labels\": \"x\"", .want = "data.train_images: missing" },
     { .data = "\"train_images\": \"x\", \"train_labels\": 5",
@@ -1435,6 +1495,7 @@ Suite *placement_suite(void)
     tcase_add_test(tc, test_local_conf);
     tcase_add_test(tc, test_example_conf);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_compression);
     tcase_add_test(tc, test_default_evaluator);
     tcase_add_test(tc, test_all_fields);
     tcase_add_test(tc, test_schedules);
