@@ -13,6 +13,16 @@ double trainer_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Sleep s seconds (less if a signal comes: a stop request should not wait
+ * for it).  Returns the seconds slept. */
+static double trainer_sleep(double s)
+{
+    double t0 = trainer_now();
+    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+    return trainer_now() - t0;
+}
+
 static int local_pull(void *ctx, float *params, uint64_t *version, char *err, size_t errlen)
 {
     ps_shard *s = ctx;
@@ -66,6 +76,7 @@ int trainer_init(trainer *t, const cnn_model *m, cnn_engine *engine, const datas
     t->batch = batch;
     t->seed = seed;
     t->be = be;
+    t->slowdown = 1.0f;
     t->params = malloc(m->nparams * sizeof(float));
     t->grad = malloc(m->nparams * sizeof(float));
     t->x = malloc((size_t)batch * in * sizeof(float));
@@ -115,7 +126,10 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                               t->seed, (uint64_t)epoch);
         double loss;
         int correct;
+        c0 = trainer_now();
         cnn_engine_grad(t->engine, t->params, t->x, t->y, n, t->grad, &loss, &correct);
+        if (t->slowdown > 1.0f)
+            st->slow_seconds += trainer_sleep((double)(t->slowdown - 1.0f) * (trainer_now() - c0));
         c0 = trainer_now();
         rc = t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen);
         st->comm_seconds += trainer_now() - c0;

@@ -55,6 +55,9 @@ typedef struct trainer {
     uint32_t *order;   /* (hi - lo) */
     int augment_shift; /* random shifts of up to this many pixels (0: none);
                         * set after trainer_init */
+    float slowdown;    /* >= 1: after each gradient, sleep (slowdown - 1)
+                        * times its compute time, as a box this many times
+                        * slower would take (1 after trainer_init) */
     /* Called after every step (may be NULL; set after trainer_init):
      * returns 0 to go on, TRAINER_FINISHED to stop, -1 to fail with a
      * message in err. */
@@ -70,6 +73,7 @@ typedef struct trainer_stats {
     size_t correct;    /* training argmax hits */
     double seconds;    /* wall time of the steps */
     double comm_seconds; /* of which waiting for pulls and pushes */
+    double slow_seconds; /* of which the slowdown's sleeps */
 } trainer_stats;
 
 /* Set up a trainer for part `part` of `nparts` of train, in minibatches of

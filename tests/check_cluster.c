@@ -185,6 +185,69 @@ START_TEST(test_sync_equals_standalone)
 END_TEST
 
 /* Sync, one worker: two shards end with the same weights as one shard. */
+/* Standalone run of ray for 2 epochs, --slowdown `slow` (NULL: none):
+ * its log (caller frees); the weights go to <dir>/<name>.f32. */
+static char *standalone_run(const char *name, const char *slow)
+{
+    char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
+    snprintf(wpath, sizeof wpath, "%s/%s.f32", g_cl.dir, name);
+    cl_log_path(log, sizeof log, name);
+    const char *args[] = {"--standalone", "--model", "ray", "--train-images", g_cl.train_img,
+                          "--train-labels", g_cl.train_lbl, "--epochs", "2", "--batch", "32",
+                          "--seed", "7", "--save-weights", wpath,
+                          slow ? "--slowdown" : NULL, slow, NULL};
+    pid_t pid = cl_spawn("workerd", args, log);
+    int st = cl_wait_exit(pid, RUN_MS);
+    char *l = cl_file_text(log);
+    ck_assert_msg(st == 0, "standalone exited with %d:\n%s", st, cl_tail(l));
+    return l;
+}
+
+/* --slowdown 3 (an emulated box a third as fast): after each gradient the
+ * worker sleeps twice its compute time, says so (slow_s=), and trains
+ * exactly the same weights. */
+START_TEST(test_slowdown)
+{
+    cl_init(1, 1);
+    char *fast = standalone_run("fast", NULL);
+    char *slow = standalone_run("slow", "3");
+    ck_assert_msg(strstr(fast, "slow_s=") == NULL, "%s", fast);
+    int epochs = 0;
+    for (const char *p = strstr(slow, "epoch="); p; p = strstr(p + 1, "\nepoch=")) {
+        const char *t = strstr(p, "time_s="), *c = strstr(p, "comm_s="), *s = strstr(p, "slow_s=");
+        ck_assert_msg(t && c && s, "%s", slow);
+        double sl = strtod(s + 7, NULL);
+        double compute = strtod(t + 7, NULL) - strtod(c + 7, NULL) - sl;
+        ck_assert_msg(compute > 0 && sl >= 1.95 * compute,
+                      "epoch %d: slept %.4f s for %.4f s of compute (want 2x)", epochs + 1, sl,
+                      compute);
+        epochs++;
+    }
+    ck_assert_int_eq(epochs, 2);
+    char a[FIXTURES_PATH_MAX + 32], b[FIXTURES_PATH_MAX + 32];
+    snprintf(a, sizeof a, "%s/fast.f32", g_cl.dir);
+    snprintf(b, sizeof b, "%s/slow.f32", g_cl.dir);
+    uint8_t *wa = NULL, *wb = NULL;
+    size_t na = 0, nb = 0;
+    ck_assert_int_eq(fixtures_file_read(a, &wa, &na), 0);
+    ck_assert_int_eq(fixtures_file_read(b, &wb, &nb), 0);
+    ck_assert_msg(na == nb && na == NP * 4 && memcmp(wa, wb, na) == 0,
+                  "--slowdown changed the trained weights");
+    /* a bad factor is refused with the option's name */
+    char log[FIXTURES_PATH_MAX + 32];
+    cl_log_path(log, sizeof log, "bad");
+    const char *args[] = {"--standalone", "--slowdown", "0.5", NULL};
+    int st = cl_wait_exit(cl_spawn("workerd", args, log), 10000);
+    char *l = cl_file_text(log);
+    ck_assert_msg(st == 2 && strstr(l, "--slowdown"), "exit %d:\n%s", st, l);
+    free(l);
+    free(wa);
+    free(wb);
+    free(fast);
+    free(slow);
+}
+END_TEST
+
 START_TEST(test_two_shards_equal_one)
 {
     float *one = calloc(NP, sizeof(float)), *two = calloc(NP, sizeof(float));
@@ -548,6 +611,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_worker_waits_for_shard);
     tcase_add_test(tc, test_sigterm);
     tcase_add_test(tc, test_key_cluster);
+    tcase_add_test(tc, test_slowdown);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -47,6 +47,7 @@ typedef struct workerd_opts {
     const char *placement;    /* --placement: distributed worker */
     const char *node;         /* --node (NULL: the host name) */
     double connect_timeout_s; /* 0: keep trying */
+    float slowdown;           /* >= 1: emulate a box this many times slower */
     const char *save_weights; /* standalone: raw float32 LE weights at the end */
     int verbose;
     const char *standalone_opt; /* a standalone-only option given (its name) */
@@ -77,6 +78,9 @@ static void usage(FILE *f)
             "  --connect-timeout S   give up if the shards are not all reachable within S\n"
             "                        seconds at start (default 0: keep trying)\n"
             "  --verbose             log DEBUG lines (stale/duplicate acks, state changes)\n"
+            "  --slowdown X          emulate a box X times slower (X >= 1): after each\n"
+            "                        gradient, sleep X - 1 times its compute time\n"
+            "                        (default 1; either mode)\n"
             "\n"
             "Standalone options:\n"
             "  --standalone          train without a parameter server\n"
@@ -114,7 +118,7 @@ enum {
     OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
     OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
     OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT, OPT_CONNECT_TIMEOUT,
-    OPT_SAVE_WEIGHTS, OPT_VERBOSE
+    OPT_SAVE_WEIGHTS, OPT_VERBOSE, OPT_SLOWDOWN
 };
 
 static const struct option long_opts[] = {
@@ -145,6 +149,7 @@ static const struct option long_opts[] = {
     { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
     { "save-weights", required_argument, NULL, OPT_SAVE_WEIGHTS },
     { "verbose", no_argument, NULL, OPT_VERBOSE },
+    { "slowdown", required_argument, NULL, OPT_SLOWDOWN },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -163,6 +168,7 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
     o->epochs = 1;
     o->batch = 64;
     o->threads = 1;
+    o->slowdown = 1.0f;
     o->seed = 1;
     o->lr_step_epochs = 1;
     o->mean = DATASET_MNIST_MEAN;
@@ -174,7 +180,8 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
     while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
         const char *name = c >= 256 ? long_opts[idx].name : "";
         if (c >= 256 && c != OPT_JSON && c != OPT_PLACEMENT && c != OPT_NODE &&
-            c != OPT_CONNECT_TIMEOUT && c != OPT_VERBOSE && c != OPT_STANDALONE)
+            c != OPT_CONNECT_TIMEOUT && c != OPT_VERBOSE && c != OPT_STANDALONE &&
+            c != OPT_SLOWDOWN)
             o->standalone_opt = name;
         switch (c) {
         case 'h':
@@ -253,6 +260,10 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
         case OPT_NODE: o->node = optarg; break;
         case OPT_SAVE_WEIGHTS: o->save_weights = optarg; break;
         case OPT_VERBOSE: o->verbose = 1; break;
+        case OPT_SLOWDOWN:
+            if (util_parse_float(optarg, 1.0f, 1000.0f, &o->slowdown))
+                return bad_value(name, optarg, "a factor from 1 to 1000");
+            break;
         case OPT_CONNECT_TIMEOUT: {
             float t;
             if (util_parse_float(optarg, 0.0f, 1e6f, &t))
@@ -320,6 +331,8 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
         cJSON_AddNumberToObject(j, "lr", lr);
         cJSON_AddNumberToObject(j, "loss", loss);
         cJSON_AddNumberToObject(j, "train_acc", train_acc);
+        if (o->slowdown > 1.0f)
+            cJSON_AddNumberToObject(j, "slow_s", st->slow_seconds);
         if (have_test) {
             cJSON_AddNumberToObject(j, "test_loss", test_loss);
             cJSON_AddNumberToObject(j, "test_acc", test_acc);
@@ -334,6 +347,8 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
                "loss=%.4f train_acc=%.2f",
                epoch, st->steps, st->samples, st->seconds, st->comm_seconds, sps, (double)lr,
                loss, train_acc);
+        if (o->slowdown > 1.0f)
+            printf(" slow_s=%.3f", st->slow_seconds);
         if (have_test)
             printf(" test_loss=%.4f test_acc=%.2f", test_loss, test_acc);
         printf("\n");
@@ -495,6 +510,7 @@ static int run_placement(workerd_opts *o)
                      remote_backend(&rb), err, sizeof err) != 0)
         goto out;
     tr.augment_shift = job->augment_shift;
+    tr.slowdown = o->slowdown;
     worker_eval ev = {.o = o, .job = job, .rb = &rb, .test = have_test ? &test : NULL,
                       .last_step = -1};
     tr.after_step = worker_after_step;
@@ -635,6 +651,7 @@ int main(int argc, char **argv)
                      trainer_local_backend(&whole), err, sizeof(err)) != 0)
         goto out;
     tr.augment_shift = (int)o.augment_shift;
+    tr.slowdown = o.slowdown;
 
     fprintf(stderr,
             "workerd: standalone model=%s params=%zu simd=%s threads=%ld batch=%ld lr=%g "
