@@ -189,6 +189,32 @@ test-valgrind: $(BUILD)/tests/check_all
 	  CK_FORK=no CK_RUN_SUITE=$$s $(VALGRIND) $(BUILD)/tests/check_all; \
 	done; echo "valgrind: no errors, no leaks in: $(VALGRIND_SUITES)"
 
+# ---------------------------------------------------------------- test-net
+# A cluster of network namespaces on this machine (tests/net/, docs/testnet.md):
+# 2 shards and 3 workers on shaped veth links behind a delaying switch
+# (netdelay); make test-net verifies the links and trains in every mode.
+# Needs root; skips, saying why, when a kernel feature or tool is missing.
+# make bench-net runs bench/net.sh on the same cluster.
+NET_TOOLS := $(BUILD)/tests/net/netdelay $(BUILD)/tests/net/synth
+.PHONY: test-net bench-net net-tools
+net-tools: $(NET_TOOLS)
+
+$(BUILD)/tests/net/netdelay: tests/net/netdelay.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $< -o $@
+
+$(BUILD)/tests/net/synth: $(BUILD)/tests/net/synth.o $(BUILD)/tests/fixtures.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LIBS_BASE) -o $@
+
+$(BUILD)/tests/net/synth.o: override CFLAGS += -Itests
+
+test-net: $(PROGRAMS) $(NET_TOOLS)
+	@bash tests/net/run.sh $(abspath $(BIN)) $(abspath $(BUILD)/tests/net)
+
+bench-net: $(PROGRAMS) $(NET_TOOLS)
+	bash bench/net.sh $(abspath $(BIN)) $(abspath $(BUILD)/tests/net)
+
 # ---------------------------------------------------------------- arm64
 # The engine's tests (kernels, CNN, optimizer, data) built for aarch64 and
 # run under qemu-user; needs gcc-aarch64-linux-gnu, qemu-user and the arm64
@@ -353,7 +379,8 @@ $(FUZZ_BUILD)/seedgen: $(FUZZ_BUILD)/tests/fuzz/seedgen.o $(FUZZ_BUILD)/libfuzzl
 # multiarch, enabled here on x86-64 hosts.  Rerunning is harmless.
 DEPS_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check zlib1g-dev libsodium-dev \
              dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
-             clang libclang-rt-dev valgrind
+             clang libclang-rt-dev valgrind \
+             iproute2 nftables ethtool iputils-ping
 DEPS_ARM64_PKGS := check:arm64 zlib1g-dev:arm64 libcjson-dev:arm64 libuv1-dev:arm64 libsodium-dev:arm64
 deps:
 	@set -e; pkgs="$(DEPS_PKGS)"; \
