@@ -22,7 +22,8 @@
  *               snprintf, so a caller can size its buffer exactly.
  *
  * Files: frame.c (header, stream decoder, floats), msg_hello.c
- * (HELLO/WELCOME/AUTH), msg_data.c (PULL/WEIGHTS/PUSH/ACK), msg_control.c
+ * (HELLO/WELCOME/AUTH), msg_data.c (PULL/WEIGHTS/PUSH/ACK), compress.{h,c}
+ * (fp16, top-k, sparse bodies, error feedback), msg_control.c
  * (STATUS/REPORT/CHECKPOINT/OK/ERROR).  The cryptography of an authenticated
  * session (the handshake's proofs, sealing and opening frames) is in
  * secure.{h,c}, the only file that needs libsodium; this header only knows
@@ -54,6 +55,10 @@
 /* Header flags.  A flag is valid only on the message types listed; any other
  * bit set is PROTO_ERR_BAD_FRAME. */
 #define PROTO_FLAG_NOT_MODIFIED 0x01u /* WEIGHTS: nothing newer, no floats */
+/* PULL: the encoding asked for; WEIGHTS: the encoding used (at most one of
+ * the two; neither: fp32, every entry).  docs/protocol.md, "Encodings". */
+#define PROTO_FLAG_FP16 0x02u         /* binary16, every entry */
+#define PROTO_FLAG_DELTA 0x04u        /* sparse: the entries changed since base_version */
 /* The payload is sealed (secure.h, docs/security.md): encrypted, with a
  * PROTO_SEAL_TAG_SIZE tag appended and counted in the length.  Allowed on
  * every type except HELLO, WELCOME and AUTH; the size bounds of a sealed
@@ -76,6 +81,7 @@
 #define PROTO_PULL_SIZE 24
 #define PROTO_WEIGHTS_FIXED 24
 #define PROTO_PUSH_FIXED 48
+#define PROTO_WEIGHTS_DELTA_FIXED 8 /* a delta WEIGHTS: base_version before the sparse body */
 #define PROTO_ACK_SIZE 20
 #define PROTO_REPORT_SIZE 40
 #define PROTO_OK_SIZE 8
@@ -123,6 +129,15 @@ typedef enum proto_auth_method {
 
 #define PROTO_HELLO_AUTH_KEY_LEN PROTO_AUTH_NONCE_SIZE
 #define PROTO_WELCOME_AUTH_KEY_LEN (PROTO_AUTH_NONCE_SIZE + PROTO_AUTH_PROOF_SIZE)
+
+/* How a slice of floats travels (compress.h has the codecs).  PUSH carries
+ * it in its payload; PULL and WEIGHTS in the header flags (FP16, DELTA). */
+typedef enum proto_encoding {
+    PROTO_ENC_FP32 = 0,   /* n little-endian floats (4n bytes) */
+    PROTO_ENC_FP16 = 1,   /* n little-endian binary16 (2n bytes) */
+    PROTO_ENC_SPARSE = 2, /* count, then (index, float) pairs: PUSH topk, WEIGHTS delta */
+    PROTO_ENC_MAX
+} proto_encoding;
 
 /* ACK status: what the shard did with a PUSH. */
 typedef enum proto_ack_status {
@@ -406,6 +421,7 @@ int proto_auth_decode(const proto_frame *f, proto_auth *out);
 typedef struct proto_pull {
     uint64_t min_version; /* 0: always send */
     uint64_t lo, hi;      /* lo < hi */
+    uint8_t encoding;     /* proto_encoding asked for: FP32 (full), FP16, SPARSE (delta) */
 } proto_pull;
 
 /* WEIGHTS: the answer to PULL.  Encoding reads hi - lo floats from values;
@@ -416,19 +432,32 @@ typedef struct proto_weights {
     uint64_t version;
     uint64_t lo, hi;
     int not_modified;
-    const float *values; /* encode */
-    const uint8_t *raw;  /* decode */
+    uint8_t encoding;      /* proto_encoding: FP32, FP16, SPARSE (delta) */
+    uint64_t base_version; /* delta: the version of the copy it applies to */
+    const float *values;   /* encode: hi - lo floats (the current weights) */
+    const float *base;     /* encode, delta: the receiver's copy (hi - lo floats) */
+    const uint8_t *raw;    /* decode: the body after the fixed part(s) */
+    size_t raw_len;        /* decode: its bytes */
+    size_t count;          /* decode, delta: entries in it */
 } proto_weights;
 
-/* PUSH: a gradient of [lo, hi).  values/raw as in proto_weights. */
+/* PUSH: a gradient of [lo, hi) in one of the encodings.  Encoding FP32
+ * and FP16 read hi - lo floats from values; SPARSE reads count indices
+ * (relative to lo, strictly increasing) from idx and count floats from
+ * values.  Decoding sets raw/raw_len to the body (and count for SPARSE);
+ * proto_push_values() expands it. */
 typedef struct proto_push {
     uint64_t seq;          /* per node id, >= 1, increasing across reconnects */
     uint64_t base_version; /* the version the gradient was computed from */
     uint64_t step;         /* the worker's step counter */
     uint32_t samples;      /* minibatch size, >= 1 */
+    uint32_t encoding;     /* proto_encoding */
     uint64_t lo, hi;
     const float *values;
+    const uint32_t *idx;   /* encode, SPARSE */
+    size_t count;          /* SPARSE: pairs */
     const uint8_t *raw;
+    size_t raw_len;
 } proto_push;
 
 /* ACK: the answer to PUSH. */
@@ -438,42 +467,60 @@ typedef struct proto_ack {
     uint32_t status;  /* proto_ack_status */
 } proto_ack;
 
-/* Encode m as a PULL frame.  Returns 0, PROTO_ERR_INVALID (hi <= lo), or
- * PROTO_ERR_NOSPACE with *len the size needed. */
+/* Encode m as a PULL frame (its encoding as a flag).  Returns 0,
+ * PROTO_ERR_INVALID (hi <= lo, encoding), or PROTO_ERR_NOSPACE with *len
+ * the size needed. */
 int proto_pull_encode(const proto_pull *m, uint32_t request_id, uint8_t *buf, size_t cap,
                       size_t *len);
 
 /* Decode a PULL frame.  Returns 0, PROTO_ERR_RANGE (hi <= lo) or
- * PROTO_ERR_BAD_FRAME. */
+ * PROTO_ERR_BAD_FRAME (both encoding flags). */
 int proto_pull_decode(const proto_frame *f, proto_pull *out);
 
-/* Encode m as a WEIGHTS frame (flag NOT_MODIFIED and no floats if
- * m->not_modified).  Returns 0, PROTO_ERR_INVALID (hi <= lo, values NULL),
- * PROTO_ERR_TOO_LARGE, or PROTO_ERR_NOSPACE with *len the size needed. */
-/* The WEIGHTS frame without its floats: writes the PROTO_FRAME_OVERHEAD +
- * PROTO_WEIGHTS_FIXED bytes that precede them (*len) and sets *nfloats to
- * how many little-endian floats (proto_floats_encode) must follow on the
- * wire; for senders that write the floats from a buffer of their own (zero
- * copy).  m->values is not read.  Same errors as proto_weights_encode. */
+/* The WEIGHTS frame without its values, for FP32 and FP16: writes the
+ * PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED bytes that precede them (*len)
+ * and sets *nfloats to how many values (little-endian floats,
+ * proto_floats_encode, or binary16, proto_fp16_encode) must follow on the
+ * wire; for senders that write them from a buffer of their own (zero
+ * copy).  m->values is not read.  Same errors as proto_weights_encode, and
+ * PROTO_ERR_INVALID for a delta. */
 int proto_weights_encode_head(const proto_weights *m, uint32_t request_id, uint8_t *buf,
                               size_t cap, size_t *len, size_t *nfloats);
 
+/* Encode m as a WEIGHTS frame (flag NOT_MODIFIED and no floats if
+ * m->not_modified; else the encoding's flag and body: a delta holds the
+ * entries of values that differ from base).  Returns 0, PROTO_ERR_INVALID
+ * (hi <= lo, values or base NULL, encoding), PROTO_ERR_TOO_LARGE, or
+ * PROTO_ERR_NOSPACE with *len the size needed. */
 int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *buf, size_t cap,
                          size_t *len);
 
-/* Decode a WEIGHTS frame.  Returns 0, PROTO_ERR_RANGE (hi <= lo) or
- * PROTO_ERR_BAD_FRAME (payload size not 24 + 4 * (hi - lo), or not 24 when
- * not modified). */
+/* Decode a WEIGHTS frame.  Returns 0, PROTO_ERR_RANGE (hi <= lo, a delta
+ * index out of range) or PROTO_ERR_BAD_FRAME (payload size not 24 + 4 or
+ * 2 * (hi - lo), a bad delta body, not 24 when not modified, both encoding
+ * flags or one with NOT_MODIFIED). */
 int proto_weights_decode(const proto_frame *f, proto_weights *out);
 
+/* Write a decoded WEIGHTS' values into dst[0..hi - lo): FP32 and FP16
+ * overwrite every entry, a delta only its entries (dst must hold the copy
+ * of base_version).  Returns 0, or PROTO_ERR_INVALID (not modified). */
+int proto_weights_values(const proto_weights *w, float *dst);
+
 /* Encode m as a PUSH frame.  Returns 0, PROTO_ERR_INVALID (seq 0, samples
- * 0, hi <= lo, values NULL), PROTO_ERR_TOO_LARGE or PROTO_ERR_NOSPACE. */
+ * 0, hi <= lo, values NULL, encoding, SPARSE: idx NULL with count > 0,
+ * count > hi - lo, indices not increasing or out of range),
+ * PROTO_ERR_TOO_LARGE or PROTO_ERR_NOSPACE. */
 int proto_push_encode(const proto_push *m, uint32_t request_id, uint8_t *buf, size_t cap,
                       size_t *len);
 
-/* Decode a PUSH frame.  Returns 0, PROTO_ERR_RANGE or PROTO_ERR_BAD_FRAME
- * (seq 0, samples 0, reserved bits, float count). */
+/* Decode a PUSH frame.  Returns 0, PROTO_ERR_RANGE (hi <= lo, a sparse
+ * index out of range) or PROTO_ERR_BAD_FRAME (seq 0, samples 0, unknown
+ * encoding, body size, a bad sparse body). */
 int proto_push_decode(const proto_frame *f, proto_push *out);
+
+/* The decoded PUSH's gradient as hi - lo floats at dst (SPARSE: zeros but
+ * at its indices). */
+void proto_push_values(const proto_push *p, float *dst);
 
 /* Encode m as an ACK frame.  Returns 0, PROTO_ERR_INVALID (status) or
  * PROTO_ERR_NOSPACE. */

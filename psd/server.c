@@ -40,6 +40,7 @@
 #include <cjson/cJSON.h>
 
 #include "ckpt.h"
+#include "compress.h"
 #include "kernels.h"
 #include "proto.h"
 #include "secure.h"
@@ -143,6 +144,11 @@ typedef struct ps_conn {
     secure_session sess;       /* derived at HELLO, used from AUTH on */
     int hello_role;            /* AUTH: the HELLO's role and node id, to join with */
     char hello_id[PROTO_NODE_ID_MAX + 1];
+    /* delta pulls: the exact weights this connection's peer holds (the last
+     * WEIGHTS sent on it), so the next reply sends only what changed */
+    float *shadow;             /* shadow_hi - shadow_lo floats (owned), or NULL */
+    uint64_t shadow_version;
+    uint64_t shadow_lo, shadow_hi;
 } ps_conn;
 
 /* The shard's weights at one version, encoded for the wire once and shared
@@ -153,7 +159,8 @@ typedef struct ps_snap {
     unsigned refs;
     uint64_t version;
     size_t nfloats;            /* the shard's hi - lo */
-    uint8_t data[];            /* nfloats little-endian floats */
+    size_t esize;              /* bytes per value: 4 (fp32) or 2 (fp16) */
+    uint8_t data[];            /* nfloats little-endian floats or binary16 */
 } ps_snap;
 
 struct ps_write {
@@ -175,6 +182,7 @@ struct psd_server {
     char tag[32];
     ps_shard shard;
     ps_snap *snap;             /* the weights as last sent, or NULL (one ref) */
+    ps_snap *snap16;           /* the same as binary16 (pull fp16), or NULL (one ref) */
     size_t n;                  /* hi - lo */
     char ckpt_path[4096];
     ps_conn *conns;
@@ -322,22 +330,29 @@ static void snap_release(ps_snap *p)
         free(p);
 }
 
-/* The snapshot of the shard's current version (made now if the last one is
- * older), or NULL if out of memory.  The caller takes a reference. */
-static ps_snap *snap_current(psd_server *s)
+/* The snapshot of the shard's current version in fp32 or fp16 (made now if
+ * the last one is older), or NULL if out of memory.  The caller takes a
+ * reference. */
+static ps_snap *snap_current(psd_server *s, int fp16)
 {
-    if (s->snap && s->snap->version == s->shard.version)
-        return s->snap;
-    snap_release(s->snap);
-    size_t n = s->shard.hi - s->shard.lo;
-    s->snap = malloc(sizeof(ps_snap) + 4 * n);
-    if (!s->snap)
+    ps_snap **slot = fp16 ? &s->snap16 : &s->snap;
+    if (*slot && (*slot)->version == s->shard.version)
+        return *slot;
+    snap_release(*slot);
+    size_t n = s->shard.hi - s->shard.lo, esize = fp16 ? 2 : 4;
+    *slot = malloc(sizeof(ps_snap) + esize * n);
+    if (!*slot)
         return NULL;
-    s->snap->refs = 1;
-    s->snap->version = s->shard.version;
-    s->snap->nfloats = n;
-    proto_floats_encode(s->snap->data, s->shard.w, n);
-    return s->snap;
+    ps_snap *p = *slot;
+    p->refs = 1;
+    p->version = s->shard.version;
+    p->nfloats = n;
+    p->esize = esize;
+    if (fp16)
+        proto_fp16_encode(p->data, s->shard.w, n);
+    else
+        proto_floats_encode(p->data, s->shard.w, n);
+    return p;
 }
 
 /* Free a write and let go of its snapshot. */
@@ -534,6 +549,7 @@ static void conn_close_cb(uv_handle_t *h)
         c->next->prev = c->prev;
     proto_decoder_free(&c->dec);
     free(c->rbuf);
+    free(c->shadow);
     secure_wipe(c, sizeof *c); /* session keys */
     free(c);
 }
@@ -664,15 +680,19 @@ static void send_weights_sealed(ps_conn *c, uint32_t req, const proto_weights *m
 {
     psd_server *s = c->srv;
     size_t head, n;
+    size_t esize = m->encoding == PROTO_ENC_FP16 ? 2 : 4;
     int rc = proto_weights_encode_head(m, req, NULL, 0, &head, &n);
     ps_write *w = NULL;
-    if (rc == PROTO_ERR_NOSPACE && !(w = write_new(head + 4 * n + PROTO_SEAL_TAG_SIZE)))
+    if (rc == PROTO_ERR_NOSPACE && !(w = write_new(head + esize * n + PROTO_SEAL_TAG_SIZE)))
         rc = PROTO_ERR_NOMEM;
     if (w)
         rc = proto_weights_encode_head(m, req, w->data, head, &head, &n);
     if (rc == 0) {
-        proto_floats_encode(w->data + head, s->shard.w + (m->lo - s->shard.lo), n);
-        rc = secure_seal(&c->sess.tx, w->data, head + 4 * n, w->cap, &w->len);
+        if (esize == 2)
+            proto_fp16_encode(w->data + head, s->shard.w + (m->lo - s->shard.lo), n);
+        else
+            proto_floats_encode(w->data + head, s->shard.w + (m->lo - s->shard.lo), n);
+        rc = secure_seal(&c->sess.tx, w->data, head + esize * n, w->cap, &w->len);
     }
     if (rc != 0) {
         free(w);
@@ -684,10 +704,68 @@ static void send_weights_sealed(ps_conn *c, uint32_t req, const proto_weights *m
     conn_send(c, w);
 }
 
-/* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range): a
- * 40-byte head of its own, then the floats straight from the shared
- * snapshot of this version, written by the kernel from there (sealed
- * sessions: send_weights_sealed). */
+/* A delta WEIGHTS (pull "delta") for this connection: the entries that
+ * changed since the copy its peer holds (c->shadow), or the full fp32
+ * weights when it holds none of this range or the delta would not be
+ * smaller; either way the shadow becomes the weights sent.  Encoded into
+ * the write's own buffer (per connection: nothing to share). */
+static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
+{
+    psd_server *s = c->srv;
+    size_t n = (size_t)(m->hi - m->lo);
+    const float *cur = s->shard.w + (m->lo - s->shard.lo);
+    size_t len = 0, full_len = 0;
+    int rc;
+    if (!c->shadow || c->shadow_lo != m->lo || c->shadow_hi != m->hi) {
+        free(c->shadow);
+        c->shadow = malloc(n * sizeof(float));
+        c->shadow_lo = c->shadow_hi = 0;
+        if (!c->shadow) {
+            ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: out of memory");
+            conn_close(c);
+            return;
+        }
+        m->encoding = PROTO_ENC_FP32;
+    } else {
+        m->base = c->shadow;
+        m->base_version = c->shadow_version;
+        proto_weights full = *m;
+        full.encoding = PROTO_ENC_FP32;
+        proto_weights_encode(&full, req, NULL, 0, &full_len);
+        rc = proto_weights_encode(m, req, NULL, 0, &len);
+        if (rc != PROTO_ERR_NOSPACE || len >= full_len)
+            m->encoding = PROTO_ENC_FP32;
+    }
+    m->values = cur;
+    size_t tag = c->sealed ? PROTO_SEAL_TAG_SIZE : 0;
+    rc = proto_weights_encode(m, req, NULL, 0, &len);
+    ps_write *w = NULL;
+    if (rc == PROTO_ERR_NOSPACE && !(w = write_new(len + tag)))
+        rc = PROTO_ERR_NOMEM;
+    if (w)
+        rc = proto_weights_encode(m, req, w->data, len, &len);
+    if (rc == 0 && tag)
+        rc = secure_seal(&c->sess.tx, w->data, len, w->cap, &len);
+    if (rc != 0) {
+        free(w);
+        ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: %s", proto_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    w->len = len;
+    memcpy(c->shadow, cur, n * sizeof(float));
+    c->shadow_lo = m->lo;
+    c->shadow_hi = m->hi;
+    c->shadow_version = m->version;
+    conn_flush(c); /* replies stay in order */
+    conn_send(c, w);
+}
+
+/* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range) in the
+ * encoding it asks for.  fp32 and fp16: a 40-byte head of its own, then the
+ * values straight from the shared snapshot of this version in that
+ * encoding, written by the kernel from there (sealed sessions:
+ * send_weights_sealed).  Delta: send_weights_delta. */
 static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
 {
     psd_server *s = c->srv;
@@ -696,6 +774,11 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     m.lo = p->lo;
     m.hi = p->hi;
     m.not_modified = p->min_version > s->shard.version;
+    m.encoding = p->encoding;
+    if (!m.not_modified && m.encoding == PROTO_ENC_SPARSE) {
+        send_weights_delta(c, req, &m);
+        return;
+    }
     if (c->sealed) {
         send_weights_sealed(c, req, &m);
         return;
@@ -704,7 +787,8 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     int rc = proto_weights_encode_head(&m, req, NULL, 0, &head, &n);
     ps_snap *snap = NULL;
     ps_write *w = NULL;
-    if (rc == PROTO_ERR_NOSPACE && n > 0 && !(snap = snap_current(s)))
+    if (rc == PROTO_ERR_NOSPACE && n > 0 &&
+        !(snap = snap_current(s, m.encoding == PROTO_ENC_FP16)))
         rc = PROTO_ERR_NOMEM;
     else if (rc == PROTO_ERR_NOSPACE && !(w = write_new(head)))
         rc = PROTO_ERR_NOMEM;
@@ -720,8 +804,8 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     if (n > 0) {
         snap->refs++;
         w->snap = snap;
-        w->snap_off = 4 * (size_t)(p->lo - s->shard.lo);
-        w->snap_len = 4 * n;
+        w->snap_off = snap->esize * (size_t)(p->lo - s->shard.lo);
+        w->snap_len = snap->esize * n;
     }
     conn_flush(c); /* replies stay in order */
     conn_send(c, w);
@@ -1227,7 +1311,7 @@ static void handle_push(ps_conn *c, const proto_frame *f)
             ps_log(s, PS_LOG_INFO, "worker %s: push seq %llu for version %llu joins round %llu",
                    w->id, (unsigned long long)p.seq, (unsigned long long)p.base_version,
                    (unsigned long long)s->shard.version);
-        proto_floats_decode(w->grad, p.raw, s->n);
+        proto_push_values(&p, w->grad);
         w->in_round = 1;
         if (s->round_n++ == 0)
             s->round_start_ms = ps_now(s);
@@ -1238,7 +1322,7 @@ static void handle_push(ps_conn *c, const proto_frame *f)
     case PLACEMENT_MODE_SSP:
     case PLACEMENT_MODE_ASYNC:
     default:
-        proto_floats_decode(s->gbuf, p.raw, s->n);
+        proto_push_values(&p, s->gbuf);
         ps_shard_apply(&s->shard, s->gbuf);
         a.status = PROTO_ACK_APPLIED;
         a.version = s->shard.version;
@@ -1857,6 +1941,8 @@ static void ps_free(psd_server *s)
     free(s->gbuf);
     snap_release(s->snap);
     s->snap = NULL;
+    snap_release(s->snap16);
+    s->snap16 = NULL;
     ps_shard_free(&s->shard);
 }
 
@@ -1934,6 +2020,10 @@ int psd_server_run(const psd_config *cfg)
            cfg->me->id, cfg->me->host, cfg->me->port, s->job->model, s->shard.lo, s->shard.hi,
            cfg->model->nparams, placement_mode_name(s->job->mode),
            (unsigned long long)s->shard.version);
+    char cmp[96];
+    placement_compression_describe(&s->job->compression, cmp, sizeof cmp);
+    ps_log(s, PS_LOG_INFO, "compression: %s (a PUSH is decoded in whatever encoding it declares)",
+           cmp);
     if (cfg->key)
         ps_log(s, PS_LOG_INFO, "cluster key from %s: every connection authenticated and sealed",
                cfg->key_path ? cfg->key_path : "?");

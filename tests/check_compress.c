@@ -1,0 +1,586 @@
+/* check_compress.c - gradient and weight compression (proto/compress.h and
+ * the PUSH/PULL/WEIGHTS encodings): fp16 conversion (exact where
+ * representable, within 2^-11 relative for normals, subnormals, inf, NaN),
+ * top-k selection (the k largest magnitudes, ties to the smaller index),
+ * sparse round trips and every rejection, error feedback conserving the
+ * gradient sum, and the message codecs in each encoding.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compress.h"
+#include "proto.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* uniform in [-1, 1) */
+static float frnd(void)
+{
+    return (float)((double)(rnd() >> 11) / 4503599627370496.0 - 1.0);
+}
+
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ------------------------------------------------------------- fp16 */
+
+/* Every binary16 value converts to float and back to itself (NaNs to a
+ * NaN), and the float is the value the bits say. */
+START_TEST(test_fp16_all_halves)
+{
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float f = proto_f16_to_f32((uint16_t)h);
+        uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
+        double want;
+        if (e == 0)
+            want = ldexp((double)m, -24);
+        else if (e == 31)
+            want = m ? NAN : INFINITY;
+        else
+            want = ldexp(1.0 + (double)m / 1024.0, (int)e - 15);
+        if (h & 0x8000)
+            want = -want;
+        uint16_t back = proto_f32_to_f16(f);
+        if (e == 31 && m) {
+            if (!isnan(f) || (back & 0x7c00) != 0x7c00 || !(back & 0x3ff))
+                ck_abort_msg("NaN 0x%04x -> %g -> 0x%04x", h, (double)f, back);
+            continue;
+        }
+        if ((double)f != want || !!signbit(f) != !!(h & 0x8000))
+            ck_abort_msg("0x%04x -> %.9g, want %.9g", h, (double)f, want);
+        if (back != h)
+            ck_abort_msg("0x%04x -> %.9g -> 0x%04x", h, (double)f, back);
+    }
+}
+END_TEST
+
+/* Normal range: relative error <= 2^-11; ties go to the even neighbour;
+ * overflow, underflow and the subnormal boundary. */
+START_TEST(test_fp16_rounding)
+{
+    for (int i = 0; i < 200000; i++) {
+        float f = frnd() * ldexpf(1.0f, (int)(rnd() % 30) - 14); /* |f| in [2^-14, 2^15) mostly */
+        if (fabsf(f) < 0x1p-14f)
+            continue;
+        float r = proto_f16_round(f);
+        double rel = fabs(((double)r - (double)f) / (double)f);
+        if (rel > 0x1p-11)
+            ck_abort_msg("%.9g -> %.9g: relative error %g > 2^-11", (double)f, (double)r, rel);
+    }
+    /* 1 + 2^-11 is halfway between 1 and 1 + 2^-10: to even (1) */
+    ck_assert(proto_f16_round(1.0f + 0x1p-11f) == 1.0f);
+    /* 1 + 3 * 2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: to even (1 + 2^-9) */
+    ck_assert(proto_f16_round(1.0f + 3 * 0x1p-11f) == 1.0f + 0x1p-9f);
+    /* just above the halfway point rounds up */
+    ck_assert(proto_f16_round(nextafterf(1.0f + 0x1p-11f, 2.0f)) == 1.0f + 0x1p-10f);
+    ck_assert_uint_eq(proto_f32_to_f16(65504.0f), 0x7bff);
+    ck_assert_uint_eq(proto_f32_to_f16(65519.0f), 0x7bff);     /* below the halfway point */
+    ck_assert_uint_eq(proto_f32_to_f16(65520.0f), 0x7c00);     /* the tie goes to inf */
+    ck_assert_uint_eq(proto_f32_to_f16(1e10f), 0x7c00);
+    ck_assert_uint_eq(proto_f32_to_f16(-1e10f), 0xfc00);
+    ck_assert_uint_eq(proto_f32_to_f16(INFINITY), 0x7c00);
+    ck_assert_uint_eq(proto_f32_to_f16(-INFINITY), 0xfc00);
+    ck_assert(isnan(proto_f16_round(NAN)));
+    ck_assert(isnan(proto_f16_round(from_bits(0xff800001u)))); /* a signalling NaN */
+    ck_assert_uint_eq(proto_f32_to_f16(-0.0f), 0x8000);
+    /* subnormals: 2^-24 is the smallest; 2^-25 is a tie to 0; just above rounds up */
+    ck_assert_uint_eq(proto_f32_to_f16(0x1p-24f), 0x0001);
+    ck_assert_uint_eq(proto_f32_to_f16(0x1p-25f), 0x0000);
+    ck_assert_uint_eq(proto_f32_to_f16(nextafterf(0x1p-25f, 1.0f)), 0x0001);
+    ck_assert_uint_eq(proto_f32_to_f16(-0x1p-26f), 0x8000);
+    ck_assert_uint_eq(proto_f32_to_f16(3 * 0x1p-25f), 0x0002);     /* 1.5 ulp: tie to even 2 */
+    ck_assert_uint_eq(proto_f32_to_f16(5 * 0x1p-25f), 0x0002);     /* 2.5 ulp: tie to even 2 */
+    ck_assert_uint_eq(proto_f32_to_f16(0x1p-14f - 0x1p-25f), 0x0400); /* rounds up to normal */
+    ck_assert_uint_eq(proto_f32_to_f16(0x3ffp-24f), 0x03ff);         /* largest subnormal */
+    /* subnormal results: absolute error <= 2^-25 */
+    for (int i = 0; i < 100000; i++) {
+        float f = frnd() * 0x1p-14f;
+        float r = proto_f16_round(f);
+        if (fabs((double)r - (double)f) > 0x1p-25)
+            ck_abort_msg("subnormal %.9g -> %.9g", (double)f, (double)r);
+    }
+    /* the array codec is little-endian binary16 */
+    float v[3] = {1.0f, -2.0f, 0.5f};
+    uint8_t b[6];
+    proto_fp16_encode(b, v, 3);
+    static const uint8_t want[6] = {0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38};
+    ck_assert_mem_eq(b, want, 6);
+    float back[3];
+    proto_fp16_decode(back, b, 3);
+    ck_assert(back[0] == 1.0f && back[1] == -2.0f && back[2] == 0.5f);
+}
+END_TEST
+
+/* ------------------------------------------------------------- top-k */
+
+/* Reference: a full sort by (|v| desc, index asc). */
+static const float *ref_v;
+static int ref_cmp(const void *a, const void *b)
+{
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    uint32_t ki = bits(ref_v[i]) & 0x7fffffffu, kj = bits(ref_v[j]) & 0x7fffffffu;
+    if (ki != kj)
+        return ki > kj ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    return i < j ? -1 : i > j;
+}
+
+START_TEST(test_topk_select)
+{
+    size_t sizes[] = {1, 2, 3, 7, 64, 1000, 4099};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        float *v = malloc(n * sizeof *v);
+        uint32_t *work = malloc(n * sizeof *work), *idx = malloc(n * sizeof *idx),
+                 *ref = malloc(n * sizeof *ref);
+        ck_assert(v && work && idx && ref);
+        for (int trial = 0; trial < 6; trial++) {
+            for (size_t i = 0; i < n; i++) {
+                switch (trial) {
+                case 0: v[i] = frnd(); break;
+                case 1: v[i] = (float)(rnd() % 5) - 2.0f; break; /* many ties, signs */
+                case 2: v[i] = 1.0f; break;                       /* all tied */
+                case 3: v[i] = (float)i; break;                   /* sorted */
+                case 4: v[i] = -(float)i; break;
+                default: v[i] = (rnd() % 7 == 0) ? NAN : frnd(); break;
+                }
+            }
+            ref_v = v;
+            for (size_t i = 0; i < n; i++)
+                ref[i] = (uint32_t)i;
+            qsort(ref, n, sizeof *ref, ref_cmp);
+            size_t ks[] = {1, n / 100 + 1, n / 3, n - 1, n};
+            for (size_t ki = 0; ki < 5; ki++) {
+                size_t k = ks[ki];
+                if (k == 0 || k > n)
+                    continue;
+                ck_assert_int_eq(proto_topk_select(v, n, k, work, idx), 0);
+                qsort(ref, k, sizeof *ref, u32_cmp); /* the k first, in index order */
+                if (memcmp(idx, ref, k * sizeof *idx) != 0)
+                    ck_abort_msg("n %zu k %zu trial %d: selection differs from the sort", n, k,
+                                 trial);
+                for (size_t i = 0; i < n; i++)
+                    ref[i] = (uint32_t)i;
+                qsort(ref, n, sizeof *ref, ref_cmp);
+            }
+        }
+        free(v);
+        free(work);
+        free(idx);
+        free(ref);
+    }
+    /* ties go to the smaller index */
+    float t[6] = {1, -3, 3, 2, -3, 0};
+    uint32_t w6[6], i2[2];
+    ck_assert_int_eq(proto_topk_select(t, 6, 2, w6, i2), 0);
+    ck_assert_uint_eq(i2[0], 1);
+    ck_assert_uint_eq(i2[1], 2);
+    ck_assert_int_eq(proto_topk_select(t, 6, 7, w6, i2), PROTO_CMP_INVALID);
+    ck_assert_int_eq(proto_topk_select(t, 6, 0, w6, i2), 0);
+    /* k from a percentage */
+    ck_assert_uint_eq(proto_topk_count(1000, 1.0), 10);
+    ck_assert_uint_eq(proto_topk_count(1001, 1.0), 11);
+    ck_assert_uint_eq(proto_topk_count(50, 1.0), 1);
+    ck_assert_uint_eq(proto_topk_count(7, 0.0001), 1);
+    ck_assert_uint_eq(proto_topk_count(7, 100.0), 7);
+    ck_assert_uint_eq(proto_topk_count(431080, 1.0), 4311);
+}
+END_TEST
+
+/* ----------------------------------------------------------- sparse */
+
+START_TEST(test_sparse_round_trip)
+{
+    size_t n = 1000;
+    float v[1000], out[1000], r[1000];
+    uint32_t work[1000], idx[1000];
+    for (size_t i = 0; i < n; i++)
+        v[i] = frnd();
+    size_t k = 37;
+    ck_assert_int_eq(proto_topk_select(v, n, k, work, idx), 0);
+    float vals[1000];
+    for (size_t j = 0; j < k; j++)
+        vals[j] = v[idx[j]];
+    uint8_t buf[4 + 8 * 1000];
+    proto_sparse_encode(buf, idx, vals, k);
+    size_t c = 0;
+    ck_assert_int_eq(proto_sparse_check(buf, proto_sparse_size(k), n, &c), 0);
+    ck_assert_uint_eq(c, k);
+    memset(out, 0, sizeof out);
+    ck_assert_int_eq(proto_sparse_apply(buf, proto_sparse_size(k), n, out), 0);
+    size_t nz = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out[i] != 0.0f) {
+            nz++;
+            ck_assert(out[i] == v[i]);
+        }
+    ck_assert_uint_eq(nz, k);
+    /* big-endian count and index, little-endian value */
+    ck_assert_uint_eq(proto_get_be32(buf), k);
+    ck_assert_uint_eq(proto_get_be32(buf + 4), idx[0]);
+    float f0;
+    proto_floats_decode(&f0, buf + 8, 1);
+    ck_assert(f0 == v[idx[0]]);
+    /* empty */
+    proto_sparse_encode(buf, idx, vals, 0);
+    ck_assert_int_eq(proto_sparse_check(buf, 4, n, &c), 0);
+    ck_assert_uint_eq(c, 0);
+    /* delta: old -> cur bit for bit (a -0, a NaN payload) */
+    for (size_t i = 0; i < n; i++)
+        r[i] = v[i];
+    r[3] = -r[3];
+    r[10] = -0.0f;
+    v[10] = 0.0f;
+    r[500] = from_bits(0x7fc00001u);
+    v[500] = from_bits(0x7fc00002u);
+    r[999] += 1.0f;
+    size_t dc = proto_delta_count(v, r, n);
+    ck_assert_uint_eq(dc, 4);
+    proto_delta_encode(buf, v, r, n);
+    memcpy(out, v, sizeof out);
+    ck_assert_int_eq(proto_sparse_apply(buf, proto_sparse_size(dc), n, out), 0);
+    ck_assert_mem_eq(out, r, sizeof out);
+}
+END_TEST
+
+/* Every malformed body is refused with its code, and dst is untouched. */
+START_TEST(test_sparse_rejects)
+{
+    uint8_t b[64];
+    size_t c;
+    float dst[8] = {0};
+    float keep[8] = {0};
+    /* count 2: (1, 1.0), (5, 2.0) for n = 8 */
+    uint32_t idx[2] = {1, 5};
+    float vals[2] = {1.0f, 2.0f};
+    proto_sparse_encode(b, idx, vals, 2);
+    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), 0);
+    for (size_t len = 0; len < 20; len++)
+        ck_assert_int_eq(proto_sparse_check(b, len, 8, &c), PROTO_CMP_TRUNCATED);
+    b[20] = 0;
+    ck_assert_int_eq(proto_sparse_check(b, 21, 8, &c), PROTO_CMP_EXTRA);
+    ck_assert_int_eq(proto_sparse_check(b, 28, 8, &c), PROTO_CMP_EXTRA);
+    /* index == n, index far out */
+    ck_assert_int_eq(proto_sparse_check(b, 20, 5, &c), PROTO_CMP_INDEX_RANGE);
+    proto_put_be32(b + 12, 0xffffffffu);
+    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_INDEX_RANGE);
+    ck_assert_int_eq(proto_sparse_apply(b, 20, 8, dst), PROTO_CMP_INDEX_RANGE);
+    ck_assert_mem_eq(dst, keep, sizeof dst);
+    /* equal and decreasing indices */
+    proto_put_be32(b + 12, 1);
+    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_INDEX_ORDER);
+    proto_put_be32(b + 12, 0);
+    ck_assert_int_eq(proto_sparse_apply(b, 20, 8, dst), PROTO_CMP_INDEX_ORDER);
+    ck_assert_mem_eq(dst, keep, sizeof dst);
+    /* count > n (no allocation depends on it: it is checked first) */
+    proto_put_be32(b, 9);
+    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_COUNT);
+    proto_put_be32(b, 0xffffffffu);
+    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_COUNT);
+    ck_assert_str_eq(proto_cmp_strerror(PROTO_CMP_INDEX_ORDER),
+                     "sparse indices not strictly increasing");
+}
+END_TEST
+
+/* ---------------------------------------------------- error feedback */
+
+/* Over many steps, what was sent plus the final residual adds up to every
+ * gradient (per entry, within float rounding): nothing is lost. */
+static void ef_conserves(int fp16)
+{
+    enum { N = 2000, STEPS = 300 };
+    float *g = malloc(N * sizeof *g), *r = calloc(N, sizeof *r), *send = malloc(N * sizeof *send);
+    double *sum_g = calloc(N, sizeof *sum_g), *sum_sent = calloc(N, sizeof *sum_sent);
+    uint32_t *work = malloc(N * sizeof *work), *idx = malloc(N * sizeof *idx);
+    float *vals = malloc(N * sizeof *vals);
+    ck_assert(g && r && send && sum_g && sum_sent && work && idx && vals);
+    size_t k = proto_topk_count(N, 1.0);
+    double scale = 0;
+    for (int s = 0; s < STEPS; s++) {
+        for (size_t i = 0; i < N; i++) {
+            g[i] = frnd() * (i % 10 == 0 ? 1.0f : 0.01f) + 0.001f;
+            sum_g[i] += g[i];
+            scale += fabs(g[i]);
+        }
+        if (fp16) {
+            proto_ef_fp16(g, r, send, N);
+            uint8_t *b = malloc(2 * N);
+            ck_assert_ptr_nonnull(b);
+            proto_fp16_encode(b, send, N);
+            proto_fp16_decode(send, b, N); /* what the shard decodes */
+            free(b);
+            for (size_t i = 0; i < N; i++)
+                sum_sent[i] += send[i];
+        } else {
+            ck_assert_int_eq(proto_ef_topk(g, r, N, k, work, idx, vals), 0);
+            for (size_t j = 0; j < k; j++)
+                sum_sent[idx[j]] += vals[j];
+        }
+    }
+    double total_g = 0, total = 0, worst = 0;
+    for (size_t i = 0; i < N; i++) {
+        double e = fabs(sum_sent[i] + r[i] - sum_g[i]);
+        if (e > worst)
+            worst = e;
+        total_g += sum_g[i];
+        total += sum_sent[i] + r[i];
+    }
+    /* float accumulation in r: a few ulps of the running magnitudes per step */
+    double tol = 1e-5 * scale / N;
+    fprintf(stderr, "ef %s: sum of gradients %.6f, sent + residual %.6f, worst entry %.3g (tol %.3g)\n",
+            fp16 ? "fp16" : "topk 1%", total_g, total, worst, tol);
+    ck_assert_msg(worst <= tol, "an entry lost %g (tolerance %g)", worst, tol);
+    ck_assert_msg(fabs(total - total_g) <= tol * N, "the sum lost %g", fabs(total - total_g));
+    if (!fp16) {
+        /* and something was still owed: the test would see a leak */
+        double owed = 0;
+        for (size_t i = 0; i < N; i++)
+            owed += fabs(r[i]);
+        ck_assert(owed > 0);
+    }
+    free(g), free(r), free(send), free(sum_g), free(sum_sent), free(work), free(idx), free(vals);
+}
+
+START_TEST(test_ef_topk_conserves)
+{
+    ef_conserves(0);
+}
+END_TEST
+
+START_TEST(test_ef_fp16_conserves)
+{
+    ef_conserves(1);
+}
+END_TEST
+
+/* --------------------------------------------------------- messages */
+
+static proto_frame frame_from(const uint8_t *buf, size_t len)
+{
+    proto_frame f;
+    ck_assert_int_eq(proto_frame_parse(buf, len, PROTO_MAX_FRAME_LIMIT, &f), (int)len);
+    return f;
+}
+
+START_TEST(test_push_encodings)
+{
+    enum { N = 300 };
+    float g[N], out[N];
+    uint32_t work[N], idx[N];
+    float vals[N];
+    for (size_t i = 0; i < N; i++)
+        g[i] = frnd();
+    proto_push p = {.seq = 3, .base_version = 4, .step = 5, .samples = 6, .lo = 32, .hi = 32 + N,
+                    .values = g};
+    size_t len;
+    uint8_t *buf = malloc(64 + 8 * N);
+    ck_assert_ptr_nonnull(buf);
+    /* fp32: byte-compatible with the old frame (encoding field 0) */
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PUSH_FIXED + 4 * N);
+    ck_assert_uint_eq(proto_get_be32(buf + PROTO_FRAME_OVERHEAD + 28), 0);
+    proto_frame f = frame_from(buf, len);
+    proto_push d;
+    ck_assert_int_eq(proto_push_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_FP32);
+    proto_push_values(&d, out);
+    ck_assert_mem_eq(out, g, sizeof g);
+    /* fp16 */
+    p.encoding = PROTO_ENC_FP16;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PUSH_FIXED + 2 * N);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_FP16);
+    proto_push_values(&d, out);
+    for (size_t i = 0; i < N; i++)
+        ck_assert(out[i] == proto_f16_round(g[i]));
+    /* topk */
+    ck_assert_int_eq(proto_topk_select(g, N, 7, work, idx), 0);
+    for (size_t j = 0; j < 7; j++)
+        vals[j] = g[idx[j]];
+    p.encoding = PROTO_ENC_SPARSE;
+    p.idx = idx;
+    p.values = vals;
+    p.count = 7;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PUSH_FIXED + 4 + 8 * 7);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(d.count, 7);
+    proto_push_values(&d, out);
+    for (size_t i = 0, j = 0; i < N; i++) {
+        if (j < 7 && idx[j] == i)
+            ck_assert(out[i] == g[idx[j++]]);
+        else
+            ck_assert(out[i] == 0.0f);
+    }
+    /* the encoder refuses bad indices */
+    uint32_t bad[2] = {5, 5};
+    p.idx = bad;
+    p.count = 2;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), PROTO_ERR_INVALID);
+    bad[1] = N;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), PROTO_ERR_INVALID);
+    p.encoding = 3;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), PROTO_ERR_INVALID);
+    /* the decoder refuses an unknown encoding, a wrong fp16 size, a bad sparse body */
+    p.encoding = PROTO_ENC_SPARSE;
+    p.idx = idx;
+    p.count = 7;
+    ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), 0);
+    uint8_t *pl = buf + PROTO_FRAME_OVERHEAD;
+    proto_put_be32(pl + 28, 3);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    proto_put_be32(pl + 28, PROTO_ENC_SPARSE);
+    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, N); /* first index = n */
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_RANGE);
+    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, idx[1]); /* = the second */
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, idx[0]);
+    proto_put_be32(pl + PROTO_PUSH_FIXED, 8); /* count says 8, 7 pairs there */
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    proto_put_be32(pl + PROTO_PUSH_FIXED, 6); /* count says 6: 8 bytes extra */
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    proto_put_be32(pl + 28, PROTO_ENC_FP16); /* 4 + 56 bytes is not 2 * 300 */
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_pull_weights_encodings)
+{
+    enum { N = 200 };
+    float w[N], base[N], out[N];
+    for (size_t i = 0; i < N; i++)
+        base[i] = w[i] = frnd();
+    w[7] += 1.0f;
+    w[150] = -w[150];
+    uint8_t buf[64 + 8 * N];
+    size_t len;
+    /* PULL: the encoding as a flag */
+    for (int e = 0; e < PROTO_ENC_MAX; e++) {
+        proto_pull p = {.min_version = 2, .lo = 16, .hi = 16 + N, .encoding = (uint8_t)e};
+        ck_assert_int_eq(proto_pull_encode(&p, 1, buf, sizeof buf, &len), 0);
+        ck_assert_uint_eq(buf[PROTO_PREFIX_SIZE + 7],
+                          e == 0 ? 0 : e == 1 ? PROTO_FLAG_FP16 : PROTO_FLAG_DELTA);
+        proto_frame f = frame_from(buf, len);
+        proto_pull d;
+        ck_assert_int_eq(proto_pull_decode(&f, &d), 0);
+        ck_assert_uint_eq(d.encoding, e);
+    }
+    proto_pull pb = {.lo = 0, .hi = 1, .encoding = PROTO_ENC_MAX};
+    ck_assert_int_eq(proto_pull_encode(&pb, 1, buf, sizeof buf, &len), PROTO_ERR_INVALID);
+    pb.encoding = 0;
+    ck_assert_int_eq(proto_pull_encode(&pb, 1, buf, sizeof buf, &len), 0);
+    buf[PROTO_PREFIX_SIZE + 7] = PROTO_FLAG_FP16 | PROTO_FLAG_DELTA;
+    proto_frame fb = frame_from(buf, len);
+    proto_pull db;
+    ck_assert_int_eq(proto_pull_decode(&fb, &db), PROTO_ERR_BAD_FRAME);
+
+    /* WEIGHTS fp32, fp16, delta */
+    proto_weights m = {.version = 9, .lo = 16, .hi = 16 + N, .values = w};
+    proto_weights d;
+    ck_assert_int_eq(proto_weights_encode(&m, 1, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 4 * N);
+    proto_frame f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), 0);
+    ck_assert_int_eq(proto_weights_values(&d, out), 0);
+    ck_assert_mem_eq(out, w, sizeof w);
+
+    m.encoding = PROTO_ENC_FP16;
+    ck_assert_int_eq(proto_weights_encode(&m, 1, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 2 * N);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_FP16);
+    ck_assert_int_eq(proto_weights_values(&d, out), 0);
+    for (size_t i = 0; i < N; i++)
+        ck_assert(out[i] == proto_f16_round(w[i]));
+
+    m.encoding = PROTO_ENC_SPARSE;
+    m.base = base;
+    m.base_version = 8;
+    ck_assert_int_eq(proto_weights_encode(&m, 1, NULL, 0, &len), PROTO_ERR_NOSPACE);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4 + 2 * 8);
+    ck_assert_int_eq(proto_weights_encode(&m, 1, buf, sizeof buf, &len), 0);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(d.base_version, 8);
+    ck_assert_uint_eq(d.count, 2);
+    memcpy(out, base, sizeof out);
+    ck_assert_int_eq(proto_weights_values(&d, out), 0);
+    ck_assert_mem_eq(out, w, sizeof w);
+    /* a delta index out of the slice, both flags, a flag with NOT_MODIFIED */
+    uint8_t *first = buf + PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4;
+    proto_put_be32(first, N);
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), PROTO_ERR_RANGE);
+    proto_put_be32(first, 7);
+    buf[PROTO_PREFIX_SIZE + 7] = PROTO_FLAG_DELTA | PROTO_FLAG_FP16;
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    proto_weights nm = {.version = 9, .lo = 16, .hi = 20, .not_modified = 1};
+    ck_assert_int_eq(proto_weights_encode(&nm, 1, buf, sizeof buf, &len), 0);
+    buf[PROTO_PREFIX_SIZE + 7] |= PROTO_FLAG_FP16;
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), PROTO_ERR_BAD_FRAME);
+    /* encode_head is for fp32/fp16 only */
+    size_t head, nf;
+    ck_assert_int_eq(proto_weights_encode_head(&m, 1, NULL, 0, &head, &nf), PROTO_ERR_INVALID);
+}
+END_TEST
+
+Suite *compress_suite(void)
+{
+    Suite *s = suite_create("compress");
+    TCase *tc = tcase_create("codec");
+    tcase_add_test(tc, test_fp16_all_halves);
+    tcase_add_test(tc, test_fp16_rounding);
+    tcase_add_test(tc, test_topk_select);
+    tcase_add_test(tc, test_sparse_round_trip);
+    tcase_add_test(tc, test_sparse_rejects);
+    tcase_add_test(tc, test_ef_topk_conserves);
+    tcase_add_test(tc, test_ef_fp16_conserves);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("messages");
+    tcase_add_test(tc, test_push_encodings);
+    tcase_add_test(tc, test_pull_weights_encodings);
+    suite_add_tcase(s, tc);
+    return s;
+}
