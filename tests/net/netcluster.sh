@@ -36,7 +36,9 @@
 # Environment: NC_PREFIX (default psn: namespaces psn-sw, psn-ps0, ...),
 # NC_BIN (psd, workerd, psctl; default bin/ of the repository), NC_TOOLS
 # (netdelay; default build/tests/net), NC_RUN_TIMEOUT (s, default 600),
-# NC_VERIFY_STREAMS (parallel streams measured by verify, default 4).
+# NC_VERIFY_STREAMS (parallel streams measured by verify, default 4),
+# NC_TCP_CC (the hosts' TCP congestion control, e.g. cubic; default the
+# machine's, which a new namespace inherits: bbr on the CI machine).
 #
 # Every command except up/session/verify leaves the cluster as it is; up
 # removes the leftovers of an earlier cluster with the same prefix first and
@@ -172,6 +174,10 @@ EOF
     for h in "${HOSTS[@]}"; do
         ip netns add "$(ns $h)" || die "ip netns add $(ns $h) failed"
         in_ns $h sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        if [ -n "${NC_TCP_CC:-}" ]; then
+            in_ns $h sysctl -qw net.ipv4.tcp_congestion_control="$NC_TCP_CC" ||
+                die "NC_TCP_CC=$NC_TCP_CC: not available ($(sysctl -n net.ipv4.tcp_available_congestion_control))"
+        fi
         ip -n "$(ns sw)" link add "sw-$h" type veth peer name eth0 netns "$(ns $h)" ||
             die "veth pair for $h failed"
         ip -n "$(ns $h)" addr add "${ADDR[$h]}/24" dev eth0 || die "address for $h failed"
@@ -235,8 +241,9 @@ EOF
         done
         [ $ok = 1 ] || die "ps0 cannot ping $h (${ADDR[$h]})"
     done
+    echo "NC_TCP_CC=$(in_ns w0 sysctl -n net.ipv4.tcp_congestion_control)" >>"$dir/cluster.env"
     UP_OK=1
-    say "up: profile $prof (rate ${RATE:-unlimited}, one-way delay ${DELAY} ms, loss ${LOSS}/1000 per host ingress), prefix $P, state in $dir"
+    say "up: profile $prof (rate ${RATE:-unlimited}, one-way delay ${DELAY} ms, loss ${LOSS}/1000 per host ingress, tcp $(in_ns w0 sysctl -n net.ipv4.tcp_congestion_control)), prefix $P, state in $dir"
 }
 
 load_env() {
@@ -360,14 +367,14 @@ loss_rule() {   # loss_rule HOST PERMILLE
     return 0
 }
 
-tcp_rate() {    # tcp_rate STREAMS SECONDS -> "tcp streams=... mbit=..."
-    local n=$1 s=$2 port=$((5201 + RANDOM % 1000)) out
+tcp_rate() {    # tcp_rate STREAMS SECONDS [CC] -> "tcp streams=... mbit=..."
+    local n=$1 s=$2 cc=${3:-} port=$((5201 + RANDOM % 1000)) out
     out=$(mktemp)
     in_ns ps0 $PY "$HERE/netmeasure.py" tcp-server $port "$n" $((s + 30)) >"$out" 2>&1 &
     local sp=$!
     local i
     for i in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done
-    in_ns w0 $PY "$HERE/netmeasure.py" tcp-client "${ADDR[ps0]}" $port "$s" "$n" >&2
+    in_ns w0 $PY "$HERE/netmeasure.py" tcp-client "${ADDR[ps0]}" $port "$s" "$n" $cc >&2
     wait $sp
     grep '^tcp ' "$out"
     rm -f "$out"
@@ -445,24 +452,33 @@ verify() {
         [ -n "$mbit" ] || fail=1
     fi
 
-    # what TCP gets with the profile's loss: 1 stream, then N streams
-    local m1 mn mathis
-    out=$(tcp_rate 1 3); m1=$(echo "$out" | sed -nE 's/.* mbit=([0-9.]+).*/\1/p')
-    [ -n "$m1" ] || fail=1
-    out=$(tcp_rate "$streams" 3); mn=$(echo "$out" | sed -nE 's/.* mbit=([0-9.]+).*/\1/p')
-    [ -n "$mn" ] || fail=1
-    local per
-    per=$(echo "$out" | sed -nE 's/.*per_stream_mbit=([0-9.,]+).*/\1/p')
+    # what TCP gets with the profile's loss: 1 stream, then N streams, with
+    # the namespaces' congestion control (what psd uses) and with cubic
+    local mathis="" summary="" cc ccs
     if [ "$LOSS" -gt 0 ] && [ "$DELAY" -gt 0 ]; then
         mathis=$(awk -v p="$LOSS" -v d="$DELAY" 'BEGIN{printf "%.1f", 1448*8/(2*d/1000)*1.22/sqrt(p/1000)/1e6}')
-        mathis=", Mathis MSS/RTT*1.22/sqrt(p) = $mathis Mbit/s"
-    else mathis=""; fi
-    say "verify: tcp_1_stream_mbit=${m1:-none} tcp_${streams}_streams_mbit=${mn:-none} (per stream $per; with the profile's loss$mathis)"
+        mathis="; Mathis MSS/RTT*1.22/sqrt(p) = $mathis Mbit/s"
+    fi
+    local defcc
+    defcc=$(in_ns w0 sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null)
+    ccs=("${defcc:-default}")
+    [ "$defcc" != cubic ] && in_ns w0 sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | grep -qw cubic && ccs+=(cubic)
+    for cc in "${ccs[@]}"; do
+        local m1 mn per arg=$cc
+        [ "$cc" = default ] && arg=
+        out=$(tcp_rate 1 3 $arg); m1=$(echo "$out" | sed -nE 's/.* mbit=([0-9.]+).*/\1/p')
+        [ -n "$m1" ] || fail=1
+        out=$(tcp_rate "$streams" 3 $arg); mn=$(echo "$out" | sed -nE 's/.* mbit=([0-9.]+).*/\1/p')
+        [ -n "$mn" ] || fail=1
+        per=$(echo "$out" | sed -nE 's/.*per_stream_mbit=([0-9.,]+).*/\1/p')
+        say "verify: $cc: tcp_1_stream_mbit=${m1:-none} tcp_${streams}_streams_mbit=${mn:-none} (per stream $per; with the profile's loss$mathis)"
+        summary="$summary ${cc}_1_stream_mbit=${m1:-none} ${cc}_${streams}_streams_mbit=${mn:-none}"
+    done
     if [ -f "$dir/netdelay.pid" ]; then
         kill -USR1 "$(cat "$dir/netdelay.pid")" 2>/dev/null; sleep 0.2
         say "verify: netdelay counters:"; grep '^netdelay: port' "$dir/logs/netdelay.log" | tail -n ${#HOSTS[@]} | sed 's/^/    /'
     fi
-    say "verify: profile $prof: rtt_ms=${rtt:-none} loss_pct=${lpct:-none} link_rate_mbit=${mbit:-none} tcp_1_stream_mbit=${m1:-none} tcp_${streams}_streams_mbit=${mn:-none} $([ $fail = 0 ] && echo PASSED || echo FAILED)"
+    say "verify: profile $prof: rtt_ms=${rtt:-none} loss_pct=${lpct:-none} link_rate_mbit=${mbit:-none}$summary $([ $fail = 0 ] && echo PASSED || echo FAILED)"
     return $fail
 }
 

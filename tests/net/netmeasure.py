@@ -5,9 +5,10 @@
       accepts STREAMS connections, reads each to EOF and prints one line
       "tcp streams=N bytes=B seconds=S mbit=R per_stream_mbit=a,b,..."
       (S: first byte of any stream to the last EOF: the receiver's rate)
-  netmeasure.py tcp-client HOST PORT SECONDS STREAMS
+  netmeasure.py tcp-client HOST PORT SECONDS STREAMS [CC]
       sends on STREAMS parallel connections for SECONDS, then closes them
-      and waits until the server has read everything
+      and waits until the server has read everything; CC: the congestion
+      control (TCP_CONGESTION, e.g. cubic), default the namespace's
   netmeasure.py udp-server PORT COUNT TIMEOUT_S
       counts distinct sequence numbers of the client's datagrams until COUNT
       arrived, 1.5 s passed without one, or TIMEOUT_S; prints
@@ -80,13 +81,17 @@ def tcp_server(port, streams, timeout):
     return 0 if len(results) == streams else 1
 
 
-def tcp_client(host, port, seconds, streams):
+def tcp_client(host, port, seconds, streams, cc=None):
     buf = b"\0" * (1 << 16)
     errors = []
 
     def sender():
         try:
-            s = socket.create_connection((host, port), timeout=10)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if cc:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+            s.settimeout(10)
+            s.connect((host, port))
             s.settimeout(30)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
@@ -157,8 +162,8 @@ def main(argv):
     cmd, a = argv[1], argv[2:]
     if cmd == "tcp-server" and len(a) == 3:
         return tcp_server(int(a[0]), int(a[1]), float(a[2]))
-    if cmd == "tcp-client" and len(a) == 4:
-        return tcp_client(a[0], int(a[1]), float(a[2]), int(a[3]))
+    if cmd == "tcp-client" and len(a) in (4, 5):
+        return tcp_client(a[0], int(a[1]), float(a[2]), int(a[3]), a[4] if len(a) == 5 else None)
     if cmd == "udp-server" and len(a) == 3:
         return udp_server(int(a[0]), int(a[1]), float(a[2]))
     if cmd == "udp-client" and len(a) == 4:
