@@ -74,6 +74,8 @@ typedef struct trainer_stats {
     double seconds;    /* wall time of the steps */
     double comm_seconds; /* of which waiting for pulls and pushes */
     double slow_seconds; /* of which the slowdown's sleeps */
+    int have_bytes;      /* set by the caller (workerd with shards), not the trainer: */
+    uint64_t bytes_out, bytes_in; /* wire bytes sent and received in the epoch */
 } trainer_stats;
 
 /* Set up a trainer for part `part` of `nparts` of train, in minibatches of

@@ -333,6 +333,10 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
         cJSON_AddNumberToObject(j, "train_acc", train_acc);
         if (o->slowdown > 1.0f)
             cJSON_AddNumberToObject(j, "slow_s", st->slow_seconds);
+        if (st->have_bytes) {
+            cJSON_AddNumberToObject(j, "bytes_out", (double)st->bytes_out);
+            cJSON_AddNumberToObject(j, "bytes_in", (double)st->bytes_in);
+        }
         if (have_test) {
             cJSON_AddNumberToObject(j, "test_loss", test_loss);
             cJSON_AddNumberToObject(j, "test_acc", test_acc);
@@ -349,6 +353,9 @@ static void print_epoch(const workerd_opts *o, long epoch, const trainer_stats *
                loss, train_acc);
         if (o->slowdown > 1.0f)
             printf(" slow_s=%.3f", st->slow_seconds);
+        if (st->have_bytes)
+            printf(" bytes_out=%llu bytes_in=%llu", (unsigned long long)st->bytes_out,
+                   (unsigned long long)st->bytes_in);
         if (have_test)
             printf(" test_loss=%.4f test_acc=%.2f", test_loss, test_acc);
         printf("\n");
@@ -543,9 +550,15 @@ static int run_placement(workerd_opts *o)
     for (long epoch = 1; epoch <= epochs && !tr.finished; epoch++) {
         float lr = optim_lr_at(&job->opt, (long)remote_version(&rb));
         trainer_stats st;
+        uint64_t out0, in0;
+        remote_bytes(&rb, &out0, &in0);
         /* max_steps counts the shards' versions: they enforce it */
         if (trainer_run_epoch(&tr, epoch, 0, &st, err, sizeof err) != 0)
             goto stopped_or_failed;
+        remote_bytes(&rb, &st.bytes_out, &st.bytes_in);
+        st.bytes_out -= out0;
+        st.bytes_in -= in0;
+        st.have_bytes = 1;
         if (have_test && ev.last_step != tr.step && worker_evaluate(&ev, &tr, err, sizeof err) != 0)
             goto stopped_or_failed;
         print_epoch(o, epoch, &st, lr, have_test, ev.loss, ev.acc);

@@ -1,6 +1,8 @@
 /* remote.c - see remote.h. */
 #include "remote.h"
 
+#include "compress.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -134,6 +136,7 @@ static int conn_flush(remote_conn *c)
         if (w <= 0)
             return -1;
         c->out_pos += (size_t)w;
+        c->bytes_out += (uint64_t)w;
     }
     c->out_len = c->out_pos = 0;
     return 0;
@@ -170,6 +173,9 @@ static int enc_pull(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
                     size_t *len)
 {
     proto_pull p = {.min_version = pull_min_version(r, c), .lo = c->lo, .hi = c->hi};
+    p.encoding = r->pull_enc == PLACEMENT_PULL_FP16    ? PROTO_ENC_FP16
+                 : r->pull_enc == PLACEMENT_PULL_DELTA ? PROTO_ENC_SPARSE
+                                                       : PROTO_ENC_FP32;
     return proto_pull_encode(&p, req, buf, cap, len);
 }
 
@@ -184,7 +190,24 @@ static int enc_push(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
     p.samples = (uint32_t)r->push_samples;
     p.lo = c->lo;
     p.hi = c->hi;
-    p.values = r->push_grad + c->lo;
+    p.encoding = c->push_enc;
+    switch (r->push_enc) {
+    case PLACEMENT_PUSH_FP16:
+        p.values = r->ef_send + c->lo;
+        break;
+    case PLACEMENT_PUSH_TOPK:
+        if (c->push_enc == PROTO_ENC_SPARSE) {
+            p.idx = r->ef_idx + c->lo;
+            p.values = r->ef_vals + c->lo;
+            p.count = c->push_count;
+        } else {
+            p.values = r->ef_send + c->lo; /* the sparse form would not be smaller */
+        }
+        break;
+    default:
+        p.values = r->push_grad + c->lo;
+        break;
+    }
     return proto_push_encode(&p, req, buf, cap, len);
 }
 
@@ -422,6 +445,11 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
         conn_fail(r, c, "bad WEIGHTS");
         return;
     }
+    if (!w.not_modified && w.encoding == PROTO_ENC_SPARSE &&
+        (!c->have || c->version != w.base_version)) {
+        conn_fail(r, c, "a delta WEIGHTS against a version we do not hold");
+        return;
+    }
     conn_set_state(r, c, REMOTE_CONN_READY);
     c->want_min = 0;
     if (w.not_modified) {
@@ -431,7 +459,11 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
             return;
         }
     } else {
-        proto_floats_decode(r->cache + c->lo, w.raw, c->hi - c->lo);
+        /* fp32 and fp16 overwrite the slice, a delta changes its entries */
+        if (proto_weights_values(&w, r->cache + c->lo) != 0) {
+            conn_fail(r, c, "bad WEIGHTS");
+            return;
+        }
         c->version = w.version;
         c->have = 1;
     }
@@ -562,6 +594,7 @@ static void conn_read(remote *r, remote_conn *c, uint8_t *buf)
             conn_fail(r, c, n == 0 ? "the shard closed the connection" : strerror(errno));
             return;
         }
+        c->bytes_in += (uint64_t)n;
         const uint8_t *p = buf;
         size_t left = (size_t)n;
         while (left > 0 && c->fd >= 0) {
@@ -727,8 +760,35 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
     r->push_grad = grad;
     r->push_step = step;
     r->push_samples = samples > 0 ? samples : 1;
-    for (int i = 0; i < r->nshards; i++)
-        r->c[i].push_seq = 0;
+    for (int i = 0; i < r->nshards; i++) {
+        remote_conn *c = &r->c[i];
+        size_t n = c->hi - c->lo;
+        c->push_seq = 0;
+        c->push_enc = PROTO_ENC_FP32;
+        c->push_count = 0;
+        /* error feedback, once per push (a resend after a reconnect sends
+         * the same): r = g + r, send the compressed r, keep what was not sent */
+        if (r->push_enc == PLACEMENT_PUSH_FP16) {
+            proto_ef_fp16(grad + c->lo, r->residual + c->lo, r->ef_send + c->lo, n);
+            c->push_enc = PROTO_ENC_FP16;
+        } else if (r->push_enc == PLACEMENT_PUSH_TOPK) {
+            size_t k = proto_topk_count(n, r->topk_percent);
+            if (proto_ef_topk(grad + c->lo, r->residual + c->lo, n, k, r->ef_work,
+                              r->ef_idx + c->lo, r->ef_vals + c->lo) != 0) {
+                snprintf(err, errlen, "shard %d: top-k of %zu entries failed", c->shard, n);
+                return -1;
+            }
+            if (proto_sparse_size(k) < 4 * n) {
+                c->push_enc = PROTO_ENC_SPARSE;
+                c->push_count = k;
+            } else { /* the same gradient as fp32 is not larger */
+                float *d = r->ef_send + c->lo;
+                memset(d, 0, n * sizeof *d);
+                for (size_t j = 0; j < k; j++)
+                    d[r->ef_idx[c->lo + j]] = r->ef_vals[c->lo + j];
+            }
+        }
+    }
     ops_set(r, REMOTE_OP_PUSH, -1);
     int rc = remote_run(r, 0, err, errlen);
     r->push_grad = NULL;
@@ -766,6 +826,15 @@ int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, siz
     return remote_run(r, timeout_s, err, errlen);
 }
 
+void remote_bytes(const remote *r, uint64_t *out, uint64_t *in)
+{
+    *out = *in = 0;
+    for (int i = 0; i < r->nshards; i++) {
+        *out += r->c[i].bytes_out;
+        *in += r->c[i].bytes_in;
+    }
+}
+
 uint64_t remote_version(const remote *r)
 {
     return r->nshards > 0 ? r->c[0].version : 0;
@@ -798,6 +867,10 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
         return -1;
     }
     r->nshards = p->nshards;
+    r->push_enc = p->job.compression.push;
+    r->topk_percent = p->job.compression.topk_percent;
+    r->pull_enc = p->job.compression.pull;
+    size_t maxslice = 0;
     for (int s = 0; s < p->nshards; s++) {
         remote_conn *c = &r->c[s];
         c->fd = -1;
@@ -821,7 +894,28 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
                      p->source, s, c->hi - c->lo, maxf);
             return -1;
         }
+        if (c->hi - c->lo > maxslice)
+            maxslice = c->hi - c->lo;
     }
+    if (r->push_enc != PLACEMENT_PUSH_NONE) {
+        r->residual = calloc(m->nparams, sizeof(float));
+        r->ef_send = calloc(m->nparams, sizeof(float));
+        if (r->push_enc == PLACEMENT_PUSH_TOPK) {
+            r->ef_idx = calloc(m->nparams, sizeof(uint32_t));
+            r->ef_vals = calloc(m->nparams, sizeof(float));
+            r->ef_work = calloc(maxslice, sizeof(uint32_t));
+        }
+        if (!r->residual || !r->ef_send ||
+            (r->push_enc == PLACEMENT_PUSH_TOPK && (!r->ef_idx || !r->ef_vals || !r->ef_work))) {
+            remote_free(r);
+            snprintf(err, errlen, "out of memory for the error-feedback residual");
+            return -1;
+        }
+    }
+    char cmp[96];
+    placement_compression_describe(&p->job.compression, cmp, sizeof cmp);
+    remote_log(r, REMOTE_LOG_INFO, "compression: %s%s", cmp,
+               r->push_enc != PLACEMENT_PUSH_NONE ? " (error feedback on)" : "");
     return 0;
 }
 
@@ -858,5 +952,10 @@ void remote_free(remote *r)
                        (unsigned long long)r->c[i].n_reconnects);
     free(r->c);
     free(r->cache);
+    free(r->residual);
+    free(r->ef_send);
+    free(r->ef_idx);
+    free(r->ef_vals);
+    free(r->ef_work);
     secure_wipe(r, sizeof(*r)); /* the key, the session keys */
 }

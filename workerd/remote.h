@@ -95,6 +95,8 @@ typedef struct remote_conn {
     uint64_t want_min;               /* sync: min_version of the next PULL (0: now) */
     uint64_t seq;                    /* last PUSH seq used (or the shard's last_seq) */
     uint64_t push_seq;               /* seq of the PUSH in flight, 0 if none */
+    uint32_t push_enc;               /* proto_encoding of this push (remote_push_cb) */
+    size_t push_count;               /* SPARSE: its pairs */
     /* the current call */
     remote_op op;
     int op_done;
@@ -104,6 +106,7 @@ typedef struct remote_conn {
     int logged_ms;                   /* back-off level last logged */
     /* counters */
     uint64_t n_applied, n_waiting, n_stale, n_dup, n_finished, n_reconnects;
+    uint64_t bytes_out, bytes_in;    /* wire bytes sent to and received from the shard */
 } remote_conn;
 
 /* The backend: every shard of one placement. */
@@ -120,6 +123,15 @@ typedef struct remote {
     int have_key;                       /* remote_set_key was called */
     uint8_t key[SECURE_KEY_SIZE];
     uint64_t rng;                       /* jitter only (xorshift) */
+    /* compression (job.compression; docs/placement.md) */
+    placement_push_enc push_enc;
+    double topk_percent;
+    placement_pull_enc pull_enc;
+    float *residual;                    /* nparams: error feedback (fp16, topk), owned */
+    float *ef_send;                     /* nparams: this push's values where not push_grad */
+    uint32_t *ef_idx;                   /* nparams: topk indices, shard s's at c[s].lo */
+    float *ef_vals;                     /* nparams: their values, likewise */
+    uint32_t *ef_work;                  /* the largest slice's uint32: topk scratch */
     /* arguments of the call in progress */
     const float *push_grad;
     long push_step;
@@ -167,6 +179,10 @@ int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, siz
 
 /* Shard 0's version as last seen (for the printed learning rate). */
 uint64_t remote_version(const remote *r);
+
+/* Wire bytes sent to and received from every shard so far (frames as
+ * written and read, sealing included). */
+void remote_bytes(const remote *r, uint64_t *out, uint64_t *in);
 
 /* One line "workerd[node] LEVEL message" on stderr (DEBUG only if verbose). */
 void remote_log(const remote *r, remote_log_level level, const char *fmt, ...)
