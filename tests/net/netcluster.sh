@@ -14,6 +14,8 @@
 #                                           two hosts; fails outside the profile's
 #                                           tolerance (PROFILE: on a temporary cluster)
 #   netcluster.sh session PROFILE DIR CMD...  up, run CMD (with NC_DIR=DIR), down
+#   netcluster.sh check PROFILE             exit 0 if the tools and kernel features
+#                                           PROFILE needs are here, else 3 saying what
 #   netcluster.sh down [DIR]                kill every process in the namespaces,
 #                                           delete them (and so every link)
 #
@@ -85,6 +87,8 @@ in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
 require() {
     [ "$(id -u)" = 0 ] || missing "root (network namespaces, veth, tc, nftables and AF_PACKET need it; running as uid $(id -u))"
     command -v ip >/dev/null || missing "the ip command (Debian package iproute2)"
+    command -v ping >/dev/null || missing "the ping command (Debian package iputils-ping)"
+    [ -x "$PY" ] || command -v "$PY" >/dev/null || missing "python3 (Debian package python3), for the measurements"
     local t="$P-probe$$"
     ip netns add "$t" 2>/dev/null || missing "network namespaces: 'ip netns add' fails"
     local ok=1 why=""
@@ -267,20 +271,24 @@ placement() {
     [ -n "$extra" ] && extra="$extra,"
     local opt=${NC_OPTIMIZER:-"{\"lr\": ${NC_LR:-0.05}, \"momentum\": ${NC_MOMENTUM:-0.9}, \"schedule\": \"constant\"}"}
     local d=$dir/data
+    esc() { printf '%s' "$1" | sed 's/[\\|&]/\\&/g'; }   # for a sed replacement
+    local shown=$extra
+    extra=$(esc "$extra"); opt=$(esc "$opt")
     local -a sub=(
         -e "s|@MODEL@|${NC_MODEL:-ray}|" -e "s|@MODE@|$mode|" -e "s|@BATCH@|${NC_BATCH:-32}|"
         -e "s|@SEED@|${NC_SEED:-7}|" -e "s|@JOB_EXTRA@|$extra|" -e "s|@OPTIMIZER@|$opt|"
-        -e "s|@TRAIN_IMAGES@|${NC_TRAIN_IMAGES:-$d/train-images-idx3-ubyte.gz}|"
-        -e "s|@TRAIN_LABELS@|${NC_TRAIN_LABELS:-$d/train-labels-idx1-ubyte.gz}|"
-        -e "s|@TEST_IMAGES@|${NC_TEST_IMAGES:-$d/test-images-idx3-ubyte.gz}|"
-        -e "s|@TEST_LABELS@|${NC_TEST_LABELS:-$d/test-labels-idx1-ubyte.gz}|"
+        -e "s|@TRAIN_IMAGES@|$(esc "${NC_TRAIN_IMAGES:-$d/train-images-idx3-ubyte.gz}")|"
+        -e "s|@TRAIN_LABELS@|$(esc "${NC_TRAIN_LABELS:-$d/train-labels-idx1-ubyte.gz}")|"
+        -e "s|@TEST_IMAGES@|$(esc "${NC_TEST_IMAGES:-$d/test-images-idx3-ubyte.gz}")|"
+        -e "s|@TEST_LABELS@|$(esc "${NC_TEST_LABELS:-$d/test-labels-idx1-ubyte.gz}")|"
         -e "s|@PORT0@|$PORT0|" -e "s|@PORT1@|$PORT1|" -e "s|@THREADS@|${NC_THREADS:-1}|g")
     local h
     for h in "${HOSTS[@]}"; do sub+=(-e "s|@ADDR_$h@|${ADDR[$h]}|"); done
-    sed "${sub[@]}" "$HERE/placement.tmpl.conf" >"$dir/placement.conf.tmp" &&
+    { echo "// written by tests/net/netcluster.sh placement from tests/net/placement.tmpl.conf"
+      sed -e '/^\/\//d' "${sub[@]}" "$HERE/placement.tmpl.conf"; } >"$dir/placement.conf.tmp" &&
         mv "$dir/placement.conf.tmp" "$dir/placement.conf" || die "cannot write $dir/placement.conf"
     grep -q '@[A-Z_a-z0-9]*@' "$dir/placement.conf" && die "placement: a placeholder is left in $dir/placement.conf"
-    say "placement: $dir/placement.conf (mode $mode${extra:+, $extra})"
+    say "placement: $dir/placement.conf (mode $mode${shown:+, ${shown%,}})"
 }
 
 # ------------------------------------------------------------ run
@@ -295,12 +303,19 @@ run() {
     local logs=$dir/logs/$tag
     rm -rf "$logs" "$dir/state-ps0" "$dir/state-ps1"
     mkdir -p "$logs"
+    # processes left in the hosts' namespaces by an earlier run are ours: stop them
+    local left=""
+    for h in "${HOSTS[@]}"; do left="$left $(ip netns pids "$(ns $h)" 2>/dev/null)"; done
+    if [ -n "${left// /}" ]; then
+        say "run: stopping processes left from an earlier run:$left"
+        kill -TERM $left 2>/dev/null; sleep 1; kill -KILL $left 2>/dev/null
+    fi
     RUN_PIDS=()
     trap 'kill -TERM "${RUN_PIDS[@]}" 2>/dev/null; exit 130' INT TERM
     local t0 t1
     t0=$(date +%s.%N)
     for i in 0 1; do
-        in_ns ps$i "$BIN/psd" --placement "$conf" --node ps$i --state-dir "$dir/state-ps$i" --fresh \
+        ip netns exec "$(ns ps$i)" "$BIN/psd" --placement "$conf" --node ps$i --state-dir "$dir/state-ps$i" --fresh \
             >"$logs/ps$i.out" 2>"$logs/ps$i.log" </dev/null &
         RUN_PIDS+=($!)
         eval "PSPID$i=$!"
@@ -309,13 +324,14 @@ run() {
     for i in $(seq 100); do
         kill -0 "$PSPID0" 2>/dev/null || { cat "$logs/ps0.log" >&2; die "psd ps0 exited at start"; }
         kill -0 "$PSPID1" 2>/dev/null || { cat "$logs/ps1.log" >&2; die "psd ps1 exited at start"; }
-        if in_ns w0 "$BIN/psctl" --placement "$conf" --timeout 1000 status >/dev/null 2>&1; then ready=1; break; fi
+        if in_ns w0 "$BIN/psctl" --placement "$conf" --timeout 1000 status >/dev/null 2>&1 &&
+           kill -0 "$PSPID0" 2>/dev/null && kill -0 "$PSPID1" 2>/dev/null; then ready=1; break; fi
         sleep 0.2
     done
     [ $ready = 1 ] || die "the shards did not answer psctl status within 20 s (logs in $logs)"
     local wp=()
     for h in w0 w1 w2; do
-        in_ns $h "$BIN/workerd" --placement "$conf" --node $h --connect-timeout 30 \
+        ip netns exec "$(ns $h)" "$BIN/workerd" --placement "$conf" --node $h --connect-timeout 30 \
             >"$logs/$h.out" 2>"$logs/$h.log" </dev/null &
         wp+=($!); RUN_PIDS+=($!)
     done
@@ -510,6 +526,9 @@ case $cmd in
         trap 'down' EXIT
         trap 'exit 130' INT TERM
         NC_DIR=$(cd "$dir" && pwd) NC_PREFIX=$P "$@" ;;
+    check)
+        [ $# = 1 ] || { echo "usage: netcluster.sh check PROFILE" >&2; exit 2; }
+        profile "$1"; require "$1"; say "check: everything profile $1 needs is here" ;;
     down)
         [ $# -le 1 ] || { echo "usage: netcluster.sh down [DIR]" >&2; exit 2; }
         [ $# = 1 ] && [ -f "$1/cluster.env" ] && load_env "$1"
