@@ -716,6 +716,7 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
     const float *cur = s->shard.w + (m->lo - s->shard.lo);
     size_t len = 0, full_len = 0;
     int rc;
+    m->values = cur;
     if (!c->shadow || c->shadow_lo != m->lo || c->shadow_hi != m->hi) {
         free(c->shadow);
         c->shadow = malloc(n * sizeof(float));
@@ -736,7 +737,6 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
         if (rc != PROTO_ERR_NOSPACE || len >= full_len)
             m->encoding = PROTO_ENC_FP32;
     }
-    m->values = cur;
     size_t tag = c->sealed ? PROTO_SEAL_TAG_SIZE : 0;
     rc = proto_weights_encode(m, req, NULL, 0, &len);
     ps_write *w = NULL;

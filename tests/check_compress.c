@@ -3,7 +3,12 @@
  * representable, within 2^-11 relative for normals, subnormals, inf, NaN),
  * top-k selection (the k largest magnitudes, ties to the smaller index),
  * sparse round trips and every rejection, error feedback conserving the
- * gradient sum, and the message codecs in each encoding.
+ * gradient sum, and the message codecs in each encoding.  Against a real
+ * psd: PUSHes in every encoding applied exactly like ps_shard_apply of the
+ * decoded gradient (and counted in bytes_in as sent), delta pulls that
+ * reproduce the shard's weights bit for bit over many versions and after a
+ * reconnect, fp16 pulls; and a cluster trained with topk 1% reaching the
+ * accuracy of the same job uncompressed.
  */
 #include <check.h>
 #include <math.h>
@@ -11,8 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "cluster.h"
+#include "cnn.h"
 #include "compress.h"
+#include "kernels.h"
+#include "placement.h"
 #include "proto.h"
+#include "psd_client.h"
+#include "shard.h"
 
 static uint64_t rng_state = 88172645463325252ull;
 
@@ -566,6 +579,306 @@ START_TEST(test_pull_weights_encodings)
 }
 END_TEST
 
+/* ------------------------------------------------------------ psd */
+
+/* The shard the daemon holds, built here from the same placement. */
+static void local_shard(ps_shard *sh)
+{
+    char err[1024];
+    ck_assert_msg(kern_init(err, sizeof err) == 0, "%s", err);
+    placement pl;
+    ck_assert_msg(placement_load(g_cl.conf, &pl, err, sizeof err) == 0, "%s", err);
+    cnn_model m;
+    ck_assert_int_eq(placement_model_init(&pl, &m, err, sizeof err), 0);
+    ck_assert_int_eq(ps_shard_init(sh, &m, kern_active(), &pl.job.opt, pl.job.seed, 0, NP, err,
+                                   sizeof err),
+                     0);
+    placement_free(&pl);
+}
+
+static void one_shard(void)
+{
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 1");
+    cl_psd_start(0, 1);
+}
+
+static void worker_hello(psd_client *c)
+{
+    proto_welcome w;
+    ck_assert_int_eq(psc_connect(c, g_cl.port[0], 2000, 5000), 0);
+    int rc = psc_hello(c, PROTO_ROLE_WORKER, "w0", "ray", NP, &w);
+    ck_assert_msg(rc == 0, "HELLO: %d %s", rc, c->last_error.text);
+}
+
+static uint64_t status_bytes_in(void)
+{
+    cJSON *j = cl_shard_status(0);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bytes_in");
+    ck_assert(cJSON_IsNumber(b));
+    uint64_t v = (uint64_t)b->valuedouble;
+    cJSON_Delete(j);
+    return v;
+}
+
+/* A compressed PUSH of encoding enc for gradient g: built in *p (idx/vals
+ * are its storage), and what the shard must decode into dec. */
+static void push_build(proto_push *p, int enc, const float *g, uint32_t *work, uint32_t *idx,
+                       float *vals, float *dec)
+{
+    p->encoding = (uint32_t)enc;
+    p->values = g;
+    p->idx = NULL;
+    p->count = 0;
+    if (enc == PROTO_ENC_FP16) {
+        for (size_t i = 0; i < NP; i++)
+            dec[i] = proto_f16_round(g[i]);
+    } else if (enc == PROTO_ENC_SPARSE) {
+        size_t k = proto_topk_count(NP, 1.0);
+        ck_assert_int_eq(proto_topk_select(g, NP, k, work, idx), 0);
+        memset(dec, 0, NP * sizeof *dec);
+        for (size_t j = 0; j < k; j++)
+            dec[idx[j]] = vals[j] = g[idx[j]];
+        p->idx = idx;
+        p->values = vals;
+        p->count = k;
+    } else {
+        memcpy(dec, g, NP * sizeof *dec);
+    }
+}
+
+/* PUSHes in fp32, fp16 and topk, each applied by psd exactly as
+ * ps_shard_apply applies the decoded gradient here; bytes_in grows by the
+ * frames as sent. */
+START_TEST(test_psd_applies_compressed_push)
+{
+    one_shard();
+    ps_shard ref;
+    local_shard(&ref);
+    psd_client c;
+    worker_hello(&c);
+    static float g[NP], dec[NP], vals[NP], got[NP];
+    static uint32_t work[NP], idx[NP];
+    for (int step = 1; step <= 9; step++) {
+        int enc = step % 3;
+        for (size_t i = 0; i < NP; i++)
+            g[i] = frnd() * 0.1f;
+        proto_push p = {.seq = (uint64_t)step, .base_version = ref.version, .step = (uint64_t)step,
+                        .samples = 32, .lo = 0, .hi = NP};
+        push_build(&p, enc, g, work, idx, vals, dec);
+        size_t len;
+        ck_assert_int_eq(proto_push_encode(&p, 1, NULL, 0, &len), PROTO_ERR_NOSPACE);
+        /* what one STATUS probe itself adds (its HELLO and STATUS_REQ) */
+        uint64_t b0 = status_bytes_in();
+        uint64_t before = status_bytes_in();
+        uint64_t probe = before - b0;
+        ck_assert_int_gt(psc_push_send_msg(&c, &p), 0);
+        proto_ack a;
+        ck_assert_int_eq(psc_ack_recv(&c, &a), 0);
+        ck_assert_uint_eq(a.status, PROTO_ACK_APPLIED);
+        uint64_t after = status_bytes_in();
+        /* the PUSH as sent, plus the second probe */
+        ck_assert_msg(after - before == len + probe,
+                      "encoding %d: bytes_in grew by %llu, the frame is %zu bytes", enc,
+                      (unsigned long long)(after - before), len);
+        ps_shard_apply(&ref, dec);
+        uint64_t v;
+        int nm;
+        ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &v, &nm, got), 0);
+        ck_assert_uint_eq(v, ref.version);
+        if (memcmp(got, ref.w, sizeof got) != 0)
+            ck_abort_msg("step %d (encoding %d): psd's weights differ from ps_shard_apply", step,
+                         enc);
+        if (step <= 3)
+            fprintf(stderr, "ray PUSH of %d floats: %s %zu bytes\n", NP,
+                    enc == 0 ? "fp32" : enc == 1 ? "fp16" : "topk 1%", len);
+    }
+    psc_close(&c);
+    ps_shard_free(&ref);
+}
+END_TEST
+
+/* Delta pulls: the first is a full frame (no copy yet), later ones carry
+ * only the changed entries; the copy equals the shard's weights bit for bit
+ * at every version, and again after a reconnect (a full frame first).
+ * fp16 pulls give the rounded weights; NOT_MODIFIED still works. */
+START_TEST(test_psd_delta_pulls)
+{
+    one_shard();
+    ps_shard ref;
+    local_shard(&ref);
+    psd_client c;
+    worker_hello(&c);
+    static float g[NP], dec[NP], vals[NP], copy[NP];
+    static uint32_t work[NP], idx[NP];
+    proto_weights w;
+    uint64_t seq = 0;
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_msg(w.encoding == PROTO_ENC_FP32, "the first reply on a connection is full");
+        ck_assert_mem_eq(copy, ref.w, sizeof copy);
+        int deltas = 0;
+        for (int step = 0; step < 8; step++) {
+            for (size_t i = 0; i < NP; i++)
+                g[i] = frnd() * 0.1f;
+            proto_push p = {.seq = ++seq, .base_version = ref.version, .step = seq,
+                            .samples = 32, .lo = 0, .hi = NP};
+            push_build(&p, PROTO_ENC_SPARSE, g, work, idx, vals, dec);
+            proto_ack a;
+            ck_assert_int_gt(psc_push_send_msg(&c, &p), 0);
+            ck_assert_int_eq(psc_ack_recv(&c, &a), 0);
+            ps_shard_apply(&ref, dec);
+            uint64_t base = w.version;
+            ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+            ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+            ck_assert_uint_eq(w.version, ref.version);
+            if (w.encoding == PROTO_ENC_SPARSE) {
+                deltas++;
+                ck_assert_uint_eq(w.base_version, base);
+                ck_assert_msg(w.count > 0 && w.count < NP / 2, "a delta of %zu entries", w.count);
+                if (step == 0)
+                    fprintf(stderr, "delta pull after one topk step: %zu entries\n", w.count);
+            }
+            if (memcmp(copy, ref.w, sizeof copy) != 0)
+                ck_abort_msg("round %d step %d: the copy differs from the shard", round, step);
+        }
+        ck_assert_msg(deltas >= 4, "only %d of 8 pulls were deltas", deltas);
+        /* nothing newer: NOT_MODIFIED, copy unchanged */
+        ck_assert_int_gt(psc_pull_send_enc(&c, ref.version + 1, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_int_eq(w.not_modified, 1);
+        /* reconnect: the shard has no copy for the new connection */
+        psc_close(&c);
+        worker_hello(&c);
+    }
+    /* fp16 */
+    ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_FP16), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+    ck_assert_uint_eq(w.encoding, PROTO_ENC_FP16);
+    for (size_t i = 0; i < NP; i++)
+        if (copy[i] != proto_f16_round(ref.w[i]))
+            ck_abort_msg("fp16 pull: entry %zu is %.9g, want %.9g", i, (double)copy[i],
+                         (double)proto_f16_round(ref.w[i]));
+    psc_close(&c);
+    ps_shard_free(&ref);
+}
+END_TEST
+
+/* ------------------------------------------------------------ cluster */
+
+/* One shard, `nw` workers, sync, ray, 1 epoch, pull `pull`: the shard's
+ * final weights into w. */
+static void sync_weights(int nw, const char *pull, float *w, uint64_t *version)
+{
+    char job[128];
+    snprintf(job, sizeof job, "\"epochs\": 2, \"compression\": {\"pull\": \"%s\"}", pull);
+    cl_init(1, nw);
+    cl_conf_write("sync", job);
+    cl_psd_start(0, 1);
+    for (int i = 0; i < nw; i++)
+        cl_worker_start(i, NULL);
+    for (int i = 0; i < nw; i++)
+        free(cl_worker_wait_ok(i, RUN_MS));
+    cl_shard_weights(0, 0, NP, w, version);
+    cl_teardown();
+}
+
+/* Delta pulls are exact: a job trains to the same weights, bit for bit, as
+ * with full pulls. */
+START_TEST(test_cluster_delta_exact)
+{
+    static float full[NP], delta[NP];
+    uint64_t vf, vd;
+    for (int nw = 1; nw <= 1; nw++) {
+        sync_weights(nw, "full", full, &vf);
+        sync_weights(nw, "delta", delta, &vd);
+        ck_assert_uint_eq(vf, vd);
+        for (int i = 0; i < NP; i++)
+            if (memcmp(&full[i], &delta[i], 4) != 0)
+                ck_abort_msg("%d worker(s): weight %d is %.9g with full pulls, %.9g with delta",
+                             nw, i, (double)full[i], (double)delta[i]);
+    }
+}
+END_TEST
+
+/* lenet, two shards, one worker (two workers race at the start: which one
+ * joins first changes the first rounds, so runs would differ by more than
+ * compression does), sync, `epochs`; compression (a JSON object or NULL).
+ * Returns the worker's final test accuracy; *bytes_out gets its bytes sent
+ * in the first epoch. */
+
+static double train_run(const char *compression, int epochs, unsigned long long *bytes_out)
+{
+    char job[256];
+    snprintf(job, sizeof job, "\"epochs\": %d%s%s", epochs, compression ? ", \"compression\": " : "",
+             compression ? compression : "");
+    cl_init(2, 1);
+    /* lenet at lr 0.05 diverges with momentum 0.9 (compressed or not); and
+     * cl_teardown sets it back to 0.9 after each run */
+    g_momentum = "0.5";
+    cl_conf_write("sync", job);
+    { /* lenet: cl_conf_write writes ray */
+        char *t = cl_file_text(g_cl.conf);
+        char *m = strstr(t, "\"model\": \"ray\"");
+        ck_assert_ptr_nonnull(m);
+        size_t n = strlen(t);
+        char *u = malloc(n + 8);
+        ck_assert_ptr_nonnull(u);
+        size_t pre = (size_t)(m - t);
+        memcpy(u, t, pre);
+        size_t o = pre + (size_t)sprintf(u + pre, "\"model\": \"lenet\"");
+        memcpy(u + o, m + strlen("\"model\": \"ray\""), n - pre - strlen("\"model\": \"ray\"") + 1);
+        ck_assert_int_eq(fixtures_file_write(g_cl.conf, (const uint8_t *)u, strlen(u), 0), 0);
+        free(u);
+        free(t);
+    }
+    cl_psd_start(0, 1);
+    cl_psd_start(1, 1);
+    cl_worker_start(0, NULL);
+    char *l0 = cl_worker_wait_ok(0, RUN_MS);
+    ck_assert_msg(cl_count_lines(l0, "epoch=") == epochs, "w0 log:\n%s", l0);
+    const char *b = strstr(l0, "bytes_out=");
+    ck_assert_msg(b && strstr(l0, "bytes_in="), "no bytes in the epoch line:\n%s", l0);
+    *bytes_out = strtoull(b + strlen("bytes_out="), NULL, 10);
+    if (compression)
+        ck_assert_msg(strstr(l0, "compression: push"), "the setting is not logged:\n%s", l0);
+    double acc = cl_last_test_acc(l0);
+    fprintf(stderr, "%s: test_acc by epoch:", compression ? compression : "uncompressed");
+    for (const char *q = strstr(l0, "\nepoch="); q; q = strstr(q + 1, "\nepoch=")) {
+        const char *a = strstr(q, " test_acc="), *e = strchr(q + 1, '\n');
+        if (a && (!e || a < e))
+            fprintf(stderr, " %.2f", strtod(a + strlen(" test_acc="), NULL));
+    }
+    fprintf(stderr, "\n");
+    char log[FIXTURES_PATH_MAX + 32];
+    cl_log_path(log, sizeof log, "ps0");
+    char *ps = cl_file_text(log);
+    ck_assert_msg(strstr(ps, "compression: "), "psd does not log the setting:\n%s", ps);
+    free(ps);
+    free(l0);
+    cl_teardown();
+    return acc;
+}
+
+START_TEST(test_cluster_topk_accuracy)
+{
+    int epochs = 5;
+    unsigned long long b_none, b_topk;
+    double none = train_run(NULL, epochs, &b_none);
+    double topk = train_run("{\"push\": \"topk\", \"topk_percent\": 1, \"pull\": \"delta\"}",
+                            epochs, &b_topk);
+    fprintf(stderr,
+            "lenet, sync, 2 shards x 1 worker, %d epochs: test accuracy uncompressed %.2f%%, "
+            "topk 1%% + delta pulls %.2f%%; w0 sent %llu vs %llu bytes in epoch 1\n",
+            epochs, none, topk, b_none, b_topk);
+    ck_assert_msg(none > 50.0, "the uncompressed job did not learn (%.2f%%)", none);
+    ck_assert_msg(topk >= none - 0.5, "topk 1%%: %.2f%%, uncompressed %.2f%%: more than 0.5 "
+                  "points apart", topk, none);
+    ck_assert_msg(b_topk * 5 < b_none, "topk sent %llu bytes, uncompressed %llu", b_topk, b_none);
+}
+END_TEST
+
 Suite *compress_suite(void)
 {
     Suite *s = suite_create("compress");
@@ -581,6 +894,14 @@ Suite *compress_suite(void)
     tc = tcase_create("messages");
     tcase_add_test(tc, test_push_encodings);
     tcase_add_test(tc, test_pull_weights_encodings);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("daemons");
+    tcase_set_timeout(tc, 240);
+    tcase_add_checked_fixture(tc, NULL, cl_teardown);
+    tcase_add_test(tc, test_psd_applies_compressed_push);
+    tcase_add_test(tc, test_psd_delta_pulls);
+    tcase_add_test(tc, test_cluster_delta_exact);
+    tcase_add_test(tc, test_cluster_topk_accuracy);
     suite_add_tcase(s, tc);
     return s;
 }

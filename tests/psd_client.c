@@ -273,9 +273,40 @@ int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float 
     if (!w.not_modified && out) {
         if (w.hi - w.lo != n)
             return PSC_ERR_REPLY;
-        proto_floats_decode(out, w.raw, n);
+        if (w.encoding == PROTO_ENC_SPARSE || proto_weights_values(&w, out) != 0)
+            return PSC_ERR_REPLY; /* a delta needs psc_weights_recv_msg */
     }
     return 0;
+}
+
+long psc_pull_send_enc(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi,
+                       uint8_t encoding)
+{
+    proto_pull p = {.min_version = min_version, .lo = lo, .hi = hi, .encoding = encoding};
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_pull_encode(&p, id, buf_, cap_, &len_));
+    return (long)id;
+}
+
+int psc_weights_recv_msg(psd_client *c, proto_weights *w, float *copy, size_t n)
+{
+    proto_frame f;
+    int rc = recv_type(c, PROTO_MSG_WEIGHTS, &f);
+    if (rc)
+        return rc;
+    if (proto_weights_decode(&f, w) != 0 || (!w->not_modified && w->hi - w->lo != n))
+        return PSC_ERR_REPLY;
+    if (!w->not_modified && proto_weights_values(w, copy) != 0)
+        return PSC_ERR_REPLY;
+    w->raw = NULL; /* points into c->frame: not valid after the next receive */
+    return 0;
+}
+
+long psc_push_send_msg(psd_client *c, const proto_push *m)
+{
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_push_encode(m, id, buf_, cap_, &len_));
+    return (long)id;
 }
 
 int psc_pull(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi, uint64_t *version,

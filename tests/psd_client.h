@@ -95,6 +95,20 @@ long psc_pull_send(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi
 int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float *out,
                      size_t n);
 
+/* Send a PULL asking for encoding (proto_encoding: FP32 full, FP16,
+ * SPARSE delta); returns the request id (> 0) or PSC_ERR_IO. */
+long psc_pull_send_enc(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi,
+                       uint8_t encoding);
+
+/* Receive a WEIGHTS in any encoding into *w (raw cleared) and, if
+ * modified, apply it to copy[0..n) (overwritten, or changed where a delta
+ * says: copy must hold the delta's base).  Returns 0 or an error. */
+int psc_weights_recv_msg(psd_client *c, proto_weights *w, float *copy, size_t n);
+
+/* Send the PUSH m (any encoding; request id chosen here).  Returns the
+ * request id or PSC_ERR_IO. */
+long psc_push_send_msg(psd_client *c, const proto_push *m);
+
 /* PULL and wait for its WEIGHTS. */
 int psc_pull(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi, uint64_t *version,
              int *not_modified, float *out);
