@@ -524,8 +524,11 @@ case $cmd in
         prof=$1; dir=$2; shift 2
         ( up "$prof" "$dir" ) || exit $?
         trap 'down' EXIT
-        trap 'exit 130' INT TERM
-        NC_DIR=$(cd "$dir" && pwd) NC_PREFIX=$P "$@" ;;
+        CHILD=
+        trap '[ -n "$CHILD" ] && kill -TERM $CHILD 2>/dev/null; exit 130' INT TERM
+        NC_DIR=$(cd "$dir" && pwd) NC_PREFIX=$P "$@" &
+        CHILD=$!
+        wait $CHILD ;;
     check)
         [ $# = 1 ] || { echo "usage: netcluster.sh check PROFILE" >&2; exit 2; }
         profile "$1"; require "$1"; say "check: everything profile $1 needs is here" ;;

@@ -51,7 +51,19 @@ cleanup() {
     if [ "${NET_KEEP:-0}" = 1 ]; then echo "net: state kept in $DIR"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
-trap 'echo "net: interrupted"; exit 130' INT TERM
+# Long steps run in the background and are waited for, so that INT/TERM
+# stop them at once (down then kills what they started in the namespaces).
+STEP=
+trap 'echo "net: interrupted"; [ -n "$STEP" ] && kill -TERM $STEP 2>/dev/null; exit 130' INT TERM
+step() {        # step OUTFILE CMD...: run CMD in the background, wait, return its status
+    local o=$1; shift
+    "$@" >"$o" 2>&1 &
+    STEP=$!
+    wait $STEP
+    local rc=$?
+    STEP=
+    return $rc
+}
 
 PASS=0
 FAIL=0
@@ -70,7 +82,8 @@ export NC_TEST_IMAGES=$DIR/data/test-images-idx3-ubyte.gz NC_TEST_LABELS=$DIR/da
 # verify PROFILE: netcluster.sh verify on the cluster that is up
 verify() {
     local prof=$1 out rc
-    out=$("$NC" verify "$DIR/$prof" 2>&1); rc=$?
+    step "$DIR/out" "$NC" verify "$DIR/$prof"; rc=$?
+    out=$(cat "$DIR/out")
     echo "$out" | sed 's/^/    /'
     local line
     line=$(echo "$out" | grep 'verify: profile .*: rtt_ms=' | sed 's/.*verify: profile [a-z]*: //; s/ PASSED$//; s/ FAILED$//')
@@ -82,7 +95,8 @@ train() {
     local prof=$1 mode=$2 mom=$3 extra=$4 name="train-$1-$2" d="$DIR/$1"
     local t=$SECONDS out rc
     NC_MOMENTUM=$mom "$NC" placement "$d" "$mode" "$extra" >/dev/null || { fail "$name" "placement failed"; return; }
-    out=$(NC_RUN_TAG=$mode "$NC" run "$d" 2>&1); rc=$?
+    NC_RUN_TAG=$mode step "$DIR/out" "$NC" run "$d"; rc=$?
+    out=$(cat "$DIR/out")
     echo "$out" | sed 's/^/    /'
     local logs=$d/logs/$mode
     if [ $rc != 0 ]; then
@@ -111,8 +125,10 @@ train() {
 
 # up PROFILE: a fresh cluster (the previous one is torn down first)
 up() {
-    local out
-    if ! out=$("$NC" up "$1" "$DIR/$1" 2>&1); then
+    local out rc
+    step "$DIR/out" "$NC" up "$1" "$DIR/$1"; rc=$?
+    out=$(cat "$DIR/out")
+    if [ $rc != 0 ]; then
         echo "$out" | sed 's/^/    /'
         fail "up-$1" "netcluster.sh up $1 failed"
         return 1
