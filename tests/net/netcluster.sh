@@ -113,7 +113,7 @@ EOF
         if [ $ok = 1 ]; then
             ip -n "$t" link set pa up; ip -n "$t" link set pb up
             local out
-            out=$(timeout 2 ip netns exec "$t" "$TOOLS/netdelay" --delay-ms 1 pa pb 2>&1 </dev/null | head -n1)
+            out=$(timeout 5 ip netns exec "$t" "$TOOLS/netdelay" --check --delay-ms 1 pa pb 2>&1 </dev/null | head -n1)
             case $out in "netdelay: ready"*) ;; *) ok=0; why="AF_PACKET: netdelay cannot open its sockets: ${out:-no output}" ;; esac
         fi
     fi
@@ -352,9 +352,10 @@ run() {
         rcs+=("$h=$rc"); [ "$rc" = 0 ] || bad=1
         i=$((i + 1))
     done
-    in_ns w0 "$BIN/psctl" --placement "$conf" status >"$dir/status.txt" 2>&1
-    in_ns w0 "$BIN/psctl" --placement "$conf" status --json >"$dir/status.json" 2>/dev/null
-    in_ns w0 "$BIN/psctl" --placement "$conf" accuracy >"$dir/accuracy.txt" 2>&1
+    # psctl from w0's namespace, over the lossy link: a few tries
+    for i in 1 2 3; do in_ns w0 "$BIN/psctl" --placement "$conf" status >"$dir/status.txt" 2>&1 && break; done
+    for i in 1 2 3; do in_ns w0 "$BIN/psctl" --placement "$conf" status --json >"$dir/status.json" 2>/dev/null && break; done
+    for i in 1 2 3; do in_ns w0 "$BIN/psctl" --placement "$conf" accuracy >"$dir/accuracy.txt" 2>&1 && break; done
     cp "$dir/status.txt" "$dir/status.json" "$dir/accuracy.txt" "$logs/" 2>/dev/null
     kill -TERM "$PSPID0" "$PSPID1" 2>/dev/null
     for i in $(seq 50); do

@@ -2,7 +2,9 @@
  * frame for a fixed one-way delay before forwarding it (tests/net/, see
  * docs/testnet.md).
  *
- *   netdelay --delay-ms MS [--queue FRAMES] IFACE IFACE...
+ *   netdelay --delay-ms MS [--queue FRAMES] [--check] IFACE IFACE...
+ *
+ * (--check: open the sockets, print the ready line and exit 0.)
  *
  * It runs in the "switch" network namespace, which holds the switch-side end
  * of every host's veth pair.  On each IFACE it opens an AF_PACKET raw socket,
@@ -100,7 +102,7 @@ static uint64_t now_ns(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: netdelay --delay-ms MS [--queue FRAMES] IFACE IFACE...\n");
+    fprintf(stderr, "usage: netdelay --delay-ms MS [--queue FRAMES] [--check] IFACE IFACE...\n");
 }
 
 static int port_open(port *p, const char *name)
@@ -310,7 +312,7 @@ static void dump(void)
 int main(int argc, char **argv)
 {
     double delay_ms = -1;
-    int i = 1;
+    int i = 1, check = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc) {
             char *end;
@@ -327,6 +329,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             g_qcap = (size_t)q;
+        } else if (strcmp(argv[i], "--check") == 0) {
+            check = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage();
             return 0;
@@ -356,6 +360,8 @@ int main(int argc, char **argv)
     printf("netdelay: ready: %d ports, one-way delay %.3f ms, queue %zu frames per port\n",
            g_nports, delay_ms, g_qcap);
     fflush(stdout);
+    if (check)
+        g_stop = 1; /* --check: the sockets open; exit without forwarding */
 
     struct pollfd pfd[MAX_PORTS];
     while (!g_stop) {
