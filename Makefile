@@ -213,7 +213,7 @@ test-net: $(PROGRAMS) $(NET_TOOLS)
 	@bash tests/net/run.sh $(abspath $(BIN)) $(abspath $(BUILD)/tests/net)
 
 bench-net: $(PROGRAMS) $(NET_TOOLS)
-	bash bench/net.sh $(abspath $(BIN)) $(abspath $(BUILD)/tests/net)
+	NC_BIN=$(abspath $(BIN)) NC_TOOLS=$(abspath $(BUILD)/tests/net) bash bench/net.sh
 
 # ---------------------------------------------------------------- arm64
 # The engine's tests (kernels, CNN, optimizer, data) built for aarch64 and

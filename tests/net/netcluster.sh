@@ -38,6 +38,8 @@
 # Environment: NC_PREFIX (default psn: namespaces psn-sw, psn-ps0, ...),
 # NC_BIN (psd, workerd, psctl; default bin/ of the repository), NC_TOOLS
 # (netdelay; default build/tests/net), NC_RUN_TIMEOUT (s, default 600),
+# NC_PSD_ARGS / NC_WORKER_ARGS (extra arguments of every psd / workerd that
+# run starts) and NC_PSD_ARGS_ps0, NC_WORKER_ARGS_w2, ... (of one node),
 # NC_VERIFY_STREAMS (parallel streams measured by verify, default 4),
 # NC_TCP_CC (the hosts' TCP congestion control, e.g. cubic; default the
 # machine's, which a new namespace inherits: bbr on the CI machine).
@@ -315,7 +317,10 @@ run() {
     local t0 t1
     t0=$(date +%s.%N)
     for i in 0 1; do
-        ip netns exec "$(ns ps$i)" "$BIN/psd" --placement "$conf" --node ps$i --state-dir "$dir/state-ps$i" --fresh \
+        local pa=${NC_PSD_ARGS:-} pn=NC_PSD_ARGS_ps$i
+        pa="$pa ${!pn:-}"
+        # shellcheck disable=SC2086  # extra arguments, split on spaces
+        ip netns exec "$(ns ps$i)" "$BIN/psd" --placement "$conf" --node ps$i --state-dir "$dir/state-ps$i" --fresh $pa \
             >"$logs/ps$i.out" 2>"$logs/ps$i.log" </dev/null &
         RUN_PIDS+=($!)
         eval "PSPID$i=$!"
@@ -331,7 +336,11 @@ run() {
     [ $ready = 1 ] || die "the shards did not answer psctl status within 20 s (logs in $logs)"
     local wp=()
     for h in w0 w1 w2; do
-        ip netns exec "$(ns $h)" "$BIN/workerd" --placement "$conf" --node $h --connect-timeout 30 \
+        local wa=${NC_WORKER_ARGS:-} wn=NC_WORKER_ARGS_$h
+        wa="$wa ${!wn:-}"
+        [ -n "${wa// /}" ] && say "run: $h: workerd extra arguments:$wa"
+        # shellcheck disable=SC2086  # extra arguments, split on spaces
+        ip netns exec "$(ns $h)" "$BIN/workerd" --placement "$conf" --node $h --connect-timeout 30 $wa \
             >"$logs/$h.out" 2>"$logs/$h.log" </dev/null &
         wp+=($!); RUN_PIDS+=($!)
     done
