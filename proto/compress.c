@@ -46,8 +46,12 @@ uint16_t proto_f32_to_f16(float f)
     uint32_t u = f_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     u &= 0x7fffffffu;
-    if (u >= 0x7f800000u) /* inf or NaN */
-        return (uint16_t)(sign | (u > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (u > 0x7f800000u) { /* NaN: the top 10 payload bits, never 0 (that is inf) */
+        uint16_t m = (uint16_t)((u >> 13) & 0x3ffu);
+        return (uint16_t)(sign | 0x7c00u | (m ? m : 0x200u));
+    }
+    if (u == 0x7f800000u)
+        return (uint16_t)(sign | 0x7c00u);
     if (u >= 0x47800000u) /* >= 65536: rounds to infinity */
         return (uint16_t)(sign | 0x7c00u);
     if (u < 0x38800000u) { /* below 2^-14: a binary16 subnormal or zero */

@@ -7,8 +7,9 @@
  * a bad input leaves the destination untouched.
  *
  *   fp16    n entries as little-endian uint16 binary16 (2n bytes), rounded
- *           to nearest even; subnormals, infinities and NaN kept (a NaN
- *           stays a NaN, quiet).
+ *           to nearest even; subnormals and infinities kept; a NaN stays a
+ *           NaN with the top 10 bits of its payload (0x200 if those are 0),
+ *           so binary16 -> float -> binary16 gives back every value.
  *   sparse  a big-endian uint32 count, then count pairs of a big-endian
  *           uint32 index (relative to the slice start, < n, strictly
  *           increasing) and a little-endian fp32 value: 4 + 8 * count bytes.
@@ -42,7 +43,7 @@ const char *proto_cmp_strerror(int code);
 /* ------------------------------------------------------------- fp16 */
 
 /* f as binary16, round to nearest even (overflow to infinity, underflow
- * through the subnormals to a signed zero, NaN to a quiet NaN). */
+ * through the subnormals to a signed zero, NaN to a NaN: see above). */
 uint16_t proto_f32_to_f16(float f);
 
 /* h as float (exact: every binary16 is a float). */

@@ -247,9 +247,11 @@ int proto_weights_decode(const proto_frame *f, proto_weights *out)
         if (body % 2 != 0 || n != body / 2)
             return PROTO_ERR_BAD_FRAME;
         break;
-    default: /* delta */
+    default: /* delta: a range no full frame could carry is refused, as the encoder does */
         if (body < PROTO_WEIGHTS_DELTA_FIXED)
             return PROTO_ERR_BAD_FRAME;
+        if (slice_fits(out->lo, out->hi, PROTO_WEIGHTS_FIXED + PROTO_WEIGHTS_DELTA_FIXED) == 0)
+            return PROTO_ERR_RANGE;
         out->base_version = proto_get_be64(p + PROTO_WEIGHTS_FIXED);
         rc = proto_sparse_check(p + PROTO_WEIGHTS_FIXED + PROTO_WEIGHTS_DELTA_FIXED,
                                 body - PROTO_WEIGHTS_DELTA_FIXED, n > SIZE_MAX ? SIZE_MAX : (size_t)n,
@@ -383,7 +385,9 @@ int proto_push_decode(const proto_frame *f, proto_push *out)
         if (body % 2 != 0 || n != body / 2)
             return PROTO_ERR_BAD_FRAME;
         break;
-    default:
+    default: /* a range no fp32 frame could carry is refused, as the encoder does */
+        if (slice_fits(out->lo, out->hi, PROTO_PUSH_FIXED) == 0)
+            return PROTO_ERR_RANGE;
         rc = proto_sparse_check(p + PROTO_PUSH_FIXED, body, n > SIZE_MAX ? SIZE_MAX : (size_t)n,
                                 &out->count);
         if (rc)

@@ -514,7 +514,7 @@ int proto_push_encode(const proto_push *m, uint32_t request_id, uint8_t *buf, si
                       size_t *len);
 
 /* Decode a PUSH frame.  Returns 0, PROTO_ERR_RANGE (hi <= lo, a sparse
- * index out of range) or PROTO_ERR_BAD_FRAME (seq 0, samples 0, unknown
+ * index out of range, a sparse range larger than an fp32 frame could carry) or PROTO_ERR_BAD_FRAME (seq 0, samples 0, unknown
  * encoding, body size, a bad sparse body). */
 int proto_push_decode(const proto_frame *f, proto_push *out);
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "compress.h"
 #include "proto.h"
 
 /* Abort with "fuzz finding at file:line: cond: <message>" if cond is false. */

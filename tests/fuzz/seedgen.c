@@ -1,5 +1,5 @@
 /* seedgen.c - writes the seed corpora of the binary fuzz targets (frame, msg,
- * idx, ckpt) with the real encoders: `make fuzz-seeds` runs it as
+ * compress, idx, ckpt) with the real encoders: `make fuzz-seeds` runs it as
  * `seedgen tests/fuzz/corpus` (docs/fuzzing.md).  The placement seeds are
  * hand-written text files and are not touched.
  *
@@ -54,7 +54,7 @@ static void put(const char *target, const char *name, const uint8_t *prefix, siz
 
 /* ------------------------------------------------------------- messages */
 
-#define NMSG 24
+#define NMSG 32
 
 typedef struct seed_msg {
     const char *name;
@@ -143,6 +143,36 @@ static void make_msgs(void)
                      .values = vals};
     keep(proto_push_encode(&ps, rid++, next_slot("push"), 512, &len), len);
 
+    /* compression: PULL/WEIGHTS flags FP16 and DELTA, PUSH encodings */
+    proto_pull p16 = pl;
+    p16.encoding = PROTO_ENC_FP16;
+    keep(proto_pull_encode(&p16, rid++, next_slot("pull-fp16"), 512, &len), len);
+    proto_pull pd = pl;
+    pd.encoding = PROTO_ENC_SPARSE;
+    keep(proto_pull_encode(&pd, rid++, next_slot("pull-delta"), 512, &len), len);
+
+    proto_weights w16 = wt;
+    w16.encoding = PROTO_ENC_FP16;
+    keep(proto_weights_encode(&w16, rid++, next_slot("weights-fp16"), 512, &len), len);
+    static const float base[4] = {0.5f, 2.0f, 3.0e-8f, -0.0f};
+    proto_weights wd = wt;
+    wd.encoding = PROTO_ENC_SPARSE;
+    wd.base = base;
+    wd.base_version = 8;
+    keep(proto_weights_encode(&wd, rid++, next_slot("weights-delta"), 512, &len), len);
+
+    proto_push p16s = ps;
+    p16s.encoding = PROTO_ENC_FP16;
+    keep(proto_push_encode(&p16s, rid++, next_slot("push-fp16"), 512, &len), len);
+    static const uint32_t tk_idx[2] = {0, 2};
+    static const float tk_vals[2] = {0.5f, 3.0e-8f};
+    proto_push ptk = ps;
+    ptk.encoding = PROTO_ENC_SPARSE;
+    ptk.idx = tk_idx;
+    ptk.values = tk_vals;
+    ptk.count = 2;
+    keep(proto_push_encode(&ptk, rid++, next_slot("push-topk"), 512, &len), len);
+
     proto_ack ak = {.seq = 4, .version = 10, .status = PROTO_ACK_APPLIED};
     keep(proto_ack_encode(&ak, rid++, next_slot("ack"), 512, &len), len);
 
@@ -187,6 +217,32 @@ static void write_msg_seeds(void)
         put("msg", msgs[i].name, &flags, 1, msgs[i].frame + PROTO_FRAME_OVERHEAD,
             msgs[i].len - PROTO_FRAME_OVERHEAD);
     }
+}
+
+/* compress seeds: codec byte, n (u16 big-endian), then the body, made by
+ * the real encoders. */
+static void write_compress_seeds(void)
+{
+    static const float v[8] = {0.5f, -1.25f, 3.0e-8f, INFINITY, -0.0f, 65504.0f, 1e-7f, NAN};
+    uint8_t body[4 + 8 * 8];
+    uint8_t head[3] = {0, 0, 8};
+    uint32_t work[8], idx[8];
+    float vals[8];
+    if (proto_topk_select(v, 8, 3, work, idx) != 0)
+        die("top-k seed");
+    for (int j = 0; j < 3; j++)
+        vals[j] = v[idx[j]];
+    proto_sparse_encode(body, idx, vals, 3);
+    put("compress", "sparse-3-of-8", head, 3, body, proto_sparse_size(3));
+    proto_sparse_encode(body, idx, vals, 0);
+    put("compress", "sparse-empty", head, 3, body, proto_sparse_size(0));
+    head[0] = 1;
+    proto_fp16_encode(body, v, 8);
+    put("compress", "fp16-8", head, 3, body, 16);
+    head[0] = 2;
+    head[2] = 3;
+    proto_floats_encode(body, v, 8);
+    put("compress", "topk-3-of-8", head, 3, body, 32);
 }
 
 /* frame seeds: max-frame byte, control byte, split bytes, then the stream. */
@@ -344,7 +400,7 @@ static void write_ckpt_seeds(void)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: seedgen OUTDIR   (writes OUTDIR/{frame,msg,idx,ckpt}/)\n");
+        fprintf(stderr, "usage: seedgen OUTDIR   (writes OUTDIR/{frame,msg,compress,idx,ckpt}/)\n");
         return 2;
     }
     outdir = argv[1];
@@ -353,6 +409,7 @@ int main(int argc, char **argv)
     make_msgs();
     write_frame_seeds();
     write_msg_seeds();
+    write_compress_seeds();
     write_idx_seeds();
     write_ckpt_seeds();
     return 0;
