@@ -41,6 +41,7 @@
 /* The checkpoint codec is psd's, compiled in here: the test runner links
  * libcommon and tests/, not psd/. */
 #include "ckpt.h"
+#include "compress.h"
 
 #define NP 1960          /* ray */
 #define READ_MS 5000     /* every socket read times out after this */
@@ -1432,6 +1433,66 @@ static void push_check(psd_client *c, ps_shard *ref, uint64_t seq)
     assert_weights(c, ref);
 }
 
+/* With a key, compressed traffic is sealed like the rest: fp16 and top-k
+ * PUSHes applied as their decoded gradients, delta and fp16 pulls (each
+ * reply sealed per connection) exact. */
+START_TEST(test_auth_compressed)
+{
+    daemon_t d;
+    daemon_init_key(&d, "async", 0600);
+    daemon_start(&d, "--fresh");
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client w0;
+    ck_assert_int_eq(key_connect(&d, &w0, PROTO_ROLE_WORKER, "w0", g_key, 0), 0);
+    ck_assert(w0.sealed);
+    static float g[NP], dec[NP], copy[NP], vals[NP];
+    static uint32_t work[NP], idx[NP];
+    proto_weights w;
+    ck_assert_int_gt(psc_pull_send_enc(&w0, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&w0, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_FP32); /* no copy yet: full */
+    for (uint64_t k = 1; k <= 4; k++) {
+        grad_fill(g, (int)k);
+        proto_push p = {.seq = k, .base_version = ref.version, .step = k, .samples = 32,
+                        .lo = 0, .hi = NP, .values = g};
+        if (k % 2) {
+            p.encoding = PROTO_ENC_FP16;
+            for (int i = 0; i < NP; i++)
+                dec[i] = proto_f16_round(g[i]);
+        } else {
+            size_t kk = proto_topk_count(NP, 1.0);
+            ck_assert_int_eq(proto_topk_select(g, NP, kk, work, idx), 0);
+            memset(dec, 0, sizeof dec);
+            for (size_t j = 0; j < kk; j++)
+                dec[idx[j]] = vals[j] = g[idx[j]];
+            p.encoding = PROTO_ENC_SPARSE;
+            p.idx = idx;
+            p.values = vals;
+            p.count = kk;
+        }
+        ck_assert_int_gt(psc_push_send_msg(&w0, &p), 0);
+        proto_ack a;
+        ck_assert_int_eq(psc_ack_recv(&w0, &a), 0);
+        ck_assert_int_eq(a.status, PROTO_ACK_APPLIED);
+        ps_shard_apply(&ref, dec);
+        ck_assert_int_gt(psc_pull_send_enc(&w0, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&w0, &w, copy, NP), 0);
+        ck_assert_uint_eq(w.version, ref.version);
+        ck_assert_msg(memcmp(copy, ref.w, sizeof copy) == 0, "sealed delta pull %llu differs",
+                      (unsigned long long)k);
+    }
+    ck_assert_int_gt(psc_pull_send_enc(&w0, 0, 0, NP, PROTO_ENC_FP16), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&w0, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_FP16);
+    for (int i = 0; i < NP; i++)
+        if (copy[i] != proto_f16_round(ref.w[i]))
+            ck_abort_msg("sealed fp16 pull: entry %d", i);
+    psc_close(&w0);
+    ps_shard_free(&ref);
+}
+END_TEST
+
 /* With a key: workers and operators that hold it are served exactly as
  * without one (bit for bit), over sealed frames. */
 START_TEST(test_auth_ok)
@@ -1756,6 +1817,7 @@ Suite *psd_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, NULL, daemons_teardown);
     tcase_add_test(tc, test_auth_ok);
+    tcase_add_test(tc, test_auth_compressed);
     tcase_add_test(tc, test_auth_refused);
     tcase_add_test(tc, test_auth_replay);
     tcase_add_test(tc, test_auth_tamper);
