@@ -101,6 +101,7 @@ typedef struct ps_worker {
     float *grad;               /* sync: its gradient for the current round */
     int in_round;              /* sync: grad holds a gradient of this round */
     int done;                  /* sent DONE: no longer waited for */
+    int seen;                  /* joined since this psd started */
 } ps_worker;
 
 typedef struct ps_report {
@@ -198,6 +199,7 @@ struct psd_server {
     /* sync round */
     size_t round_n;
     uint64_t round_start_ms;
+    int rounds_done;           /* a round completed since this psd started */
     /* re-entrancy guard for ps_progress */
     int progressing, progress_again;
     /* stats */
@@ -779,6 +781,8 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
         send_weights_delta(c, req, &m);
         return;
     }
+    if (!m.not_modified) /* the peer's copy is no longer the shadow */
+        c->shadow_lo = c->shadow_hi = 0;
     if (c->sealed) {
         send_weights_sealed(c, req, &m);
         return;
@@ -842,12 +846,29 @@ static int sync_try_complete(psd_server *s, int force)
     for (size_t i = 0; i < s->nworkers; i++)
         if (worker_live(s->workers[i]))
             live++;
-    if (!force && s->round_n < live)
+    /* The first round since start also waits (up to the barrier timeout)
+     * for the placement's workers that have not connected yet: the job does
+     * not start with whichever worker came first. */
+    char missing[256] = "";
+    size_t mo = 0, absent = 0;
+    if (0 && !s->rounds_done) {
+        const placement *pl = s->cfg->pl;
+        for (int i = 0; i < pl->nnodes; i++) {
+            if (pl->nodes[i].role != PLACEMENT_ROLE_WORKER)
+                continue;
+            const ps_worker *w = worker_find(s, pl->nodes[i].id);
+            if (w && (w->seen || w->done))
+                continue;
+            absent++;
+            if (mo + strlen(pl->nodes[i].id) + 20 < sizeof missing)
+                mo += (size_t)snprintf(missing + mo, sizeof missing - mo, "%s%s (not connected)",
+                                       mo ? ", " : "", pl->nodes[i].id);
+        }
+    }
+    if (!force && s->round_n < live + absent)
         return 0;
     size_t n = s->n, k = 0;
     memset(s->gbuf, 0, n * sizeof(float));
-    char missing[256] = "";
-    size_t mo = 0;
     for (size_t i = 0; i < s->nworkers; i++) {
         ps_worker *w = s->workers[i];
         if (!w->in_round) {
@@ -866,6 +887,7 @@ static int sync_try_complete(psd_server *s, int force)
             s->gbuf[j] /= (float)k;
     ps_shard_apply(&s->shard, s->gbuf);
     s->round_n = 0;
+    s->rounds_done = 1;
     if (force && mo)
         ps_log(s, PS_LOG_WARN, "barrier timeout: version %llu from %zu gradients, without %s",
                (unsigned long long)s->shard.version, k, missing);
@@ -1077,6 +1099,7 @@ static int64_t conn_join(ps_conn *c, uint32_t req, int role, const char *node_id
             conn_close(w->conn);
         }
         w->conn = c;
+        w->seen = 1;
         c->worker = w;
         if (w->done && !s->finished) { /* back for more: wait for it again */
             w->done = 0;

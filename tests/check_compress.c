@@ -746,6 +746,18 @@ START_TEST(test_psd_delta_pulls)
                 ck_abort_msg("round %d step %d: the copy differs from the shard", round, step);
         }
         ck_assert_msg(deltas >= 4, "only %d of 8 pulls were deltas", deltas);
+        /* a full pull in between: the shard forgets its shadow, the next
+         * delta pull is answered in full, the one after as a delta */
+        ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_FP32), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_int_eq(w.encoding, PROTO_ENC_FP32);
+        ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
+        ck_assert_uint_eq(w.count, 0); /* nothing changed since */
+        ck_assert_mem_eq(copy, ref.w, sizeof copy);
         /* nothing newer: NOT_MODIFIED, copy unchanged */
         ck_assert_int_gt(psc_pull_send_enc(&c, ref.version + 1, 0, NP, PROTO_ENC_SPARSE), 0);
         ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
@@ -807,10 +819,11 @@ END_TEST
 /* lenet, two shards, one worker (two workers race at the start: which one
  * joins first changes the first rounds, so runs would differ by more than
  * compression does), sync, `epochs`; compression (a JSON object or NULL).
- * Returns the worker's final test accuracy; *bytes_out gets its bytes sent
- * in the first epoch. */
+ * Returns the worker's final test accuracy; *bytes_out and *bytes_in get
+ * its bytes sent and received in the first epoch. */
 
-static double train_run(const char *compression, int epochs, unsigned long long *bytes_out)
+static double train_run(const char *compression, int epochs, unsigned long long *bytes_out,
+                        unsigned long long *bytes_in)
 {
     char job[256];
     snprintf(job, sizeof job, "\"epochs\": %d%s%s", epochs, compression ? ", \"compression\": " : "",
@@ -843,6 +856,7 @@ static double train_run(const char *compression, int epochs, unsigned long long 
     const char *b = strstr(l0, "bytes_out=");
     ck_assert_msg(b && strstr(l0, "bytes_in="), "no bytes in the epoch line:\n%s", l0);
     *bytes_out = strtoull(b + strlen("bytes_out="), NULL, 10);
+    *bytes_in = strtoull(strstr(l0, "bytes_in=") + strlen("bytes_in="), NULL, 10);
     if (compression)
         ck_assert_msg(strstr(l0, "compression: push"), "the setting is not logged:\n%s", l0);
     double acc = cl_last_test_acc(l0);
@@ -866,14 +880,14 @@ static double train_run(const char *compression, int epochs, unsigned long long 
 START_TEST(test_cluster_topk_accuracy)
 {
     int epochs = 5;
-    unsigned long long b_none, b_topk;
-    double none = train_run(NULL, epochs, &b_none);
+    unsigned long long b_none, b_topk, i_none, i_topk;
+    double none = train_run(NULL, epochs, &b_none, &i_none);
     double topk = train_run("{\"push\": \"topk\", \"topk_percent\": 1, \"pull\": \"delta\"}",
-                            epochs, &b_topk);
+                            epochs, &b_topk, &i_topk);
     fprintf(stderr,
             "lenet, sync, 2 shards x 1 worker, %d epochs: test accuracy uncompressed %.2f%%, "
-            "topk 1%% + delta pulls %.2f%%; w0 sent %llu vs %llu bytes in epoch 1\n",
-            epochs, none, topk, b_none, b_topk);
+            "topk 1%% + delta pulls %.2f%%; epoch 1: sent %llu vs %llu bytes, received %llu vs %llu\n",
+            epochs, none, topk, b_none, b_topk, i_none, i_topk);
     ck_assert_msg(none > 50.0, "the uncompressed job did not learn (%.2f%%)", none);
     ck_assert_msg(topk >= none - 0.5, "topk 1%%: %.2f%%, uncompressed %.2f%%: more than 0.5 "
                   "points apart", topk, none);

@@ -173,9 +173,12 @@ static int enc_pull(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
                     size_t *len)
 {
     proto_pull p = {.min_version = pull_min_version(r, c), .lo = c->lo, .hi = c->hi};
-    p.encoding = r->pull_enc == PLACEMENT_PULL_FP16    ? PROTO_ENC_FP16
-                 : r->pull_enc == PLACEMENT_PULL_DELTA ? PROTO_ENC_SPARSE
-                                                       : PROTO_ENC_FP32;
+    /* a delta needs our copy: having dropped it on this connection, ask
+     * once for the full weights (the shard then forgets its shadow); a new
+     * connection starts with a full reply anyway */
+    p.encoding = r->pull_enc == PLACEMENT_PULL_FP16                     ? PROTO_ENC_FP16
+                 : r->pull_enc == PLACEMENT_PULL_DELTA && !c->copy_lost ? PROTO_ENC_SPARSE
+                                                                        : PROTO_ENC_FP32;
     return proto_pull_encode(&p, req, buf, cap, len);
 }
 
@@ -456,6 +459,7 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
         if (!c->have || w.version != c->version) {
             /* nothing cached to reuse: ask again for the current weights */
             c->have = 0;
+            c->copy_lost = 1;
             return;
         }
     } else {
@@ -466,6 +470,7 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
         }
         c->version = w.version;
         c->have = 1;
+        c->copy_lost = 0;
     }
     c->op_done = 1;
 }

@@ -92,6 +92,7 @@ typedef struct remote_conn {
     /* parameters */
     uint64_t version;                /* version of the slice in the cache */
     int have;                        /* the cache holds this shard's slice */
+    int copy_lost;                   /* have was dropped: the next PULL is not a delta */
     uint64_t want_min;               /* sync: min_version of the next PULL (0: now) */
     uint64_t seq;                    /* last PUSH seq used (or the shard's last_seq) */
     uint64_t push_seq;               /* seq of the PUSH in flight, 0 if none */
