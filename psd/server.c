@@ -851,7 +851,7 @@ static int sync_try_complete(psd_server *s, int force)
      * not start with whichever worker came first. */
     char missing[256] = "";
     size_t mo = 0, absent = 0;
-    if (0 && !s->rounds_done) {
+    if (!s->rounds_done) {
         const placement *pl = s->cfg->pl;
         for (int i = 0; i < pl->nnodes; i++) {
             if (pl->nodes[i].role != PLACEMENT_ROLE_WORKER)

@@ -730,6 +730,58 @@ START_TEST(test_sync_killed_worker)
 }
 END_TEST
 
+/* The first round waits for the placement's workers that have not
+ * connected yet (w2 here), not only for the connected ones; later rounds
+ * wait for the connected ones only. */
+START_TEST(test_sync_start_waits)
+{
+    daemon_t d;
+    daemon_init(&d, "sync", "\"barrier_timeout_ms\": 20000");
+    daemon_start(&d, NULL);
+    ps_shard ref;
+    local_shard(&d, &ref);
+    psd_client a, b, late;
+    worker_connect(&d, &a, "w0", NULL);
+    worker_connect(&d, &b, "w1", NULL);
+    static float ga[NP], gb[NP], gl[NP], got[NP];
+    grad_fill(ga, 1);
+    grad_fill(gb, 2);
+    grad_fill(gl, 3);
+    proto_ack ack;
+    ck_assert_int_eq(psc_push(&a, 1, 0, 1, 0, NP, ga, &ack), 0);
+    ck_assert_int_eq(psc_push(&b, 1, 0, 1, 0, NP, gb, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
+    ck_assert_int_gt(psc_pull_send(&a, 1, 0, NP), 0);
+    ck_assert_msg(!psc_readable(&a, 500), "round 1 completed without w2, which never connected");
+    worker_connect(&d, &late, "w2", NULL);
+    ck_assert_int_eq(psc_push(&late, 1, 0, 1, 0, NP, gl, &ack), 0);
+    ck_assert_uint_eq(ack.status, PROTO_ACK_WAITING);
+    const float *gs[3] = {ga, gb, gl};
+    mean_apply(&ref, gs, 3);
+    uint64_t v;
+    int nm;
+    ck_assert_int_eq(psc_weights_recv(&a, &v, &nm, got, NP), 0);
+    ck_assert_uint_eq(v, 1);
+    ck_assert_msg(memcmp(got, ref.w, sizeof got) == 0, "round 1 is not the mean of all three");
+    /* w2 leaves: round 2 completes with the two that are connected */
+    psc_close(&late);
+    usleep(100000);
+    ck_assert_int_eq(psc_push(&a, 2, 1, 2, 0, NP, ga, &ack), 0);
+    ck_assert_int_eq(psc_push(&b, 2, 1, 2, 0, NP, gb, &ack), 0);
+    const float *gs2[2] = {ga, gb};
+    mean_apply(&ref, gs2, 2);
+    double t0 = psc_now();
+    ck_assert_int_eq(psc_pull(&a, 2, 0, NP, &v, &nm, got), 0);
+    ck_assert_msg(psc_now() - t0 < 5.0, "round 2 waited for the departed w2");
+    ck_assert_uint_eq(v, 2);
+    ck_assert(memcmp(got, ref.w, sizeof got) == 0);
+    psc_close(&a);
+    psc_close(&b);
+    ps_shard_free(&ref);
+    ck_assert_int_eq(daemon_signal_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(test_sync_barrier_timeout)
 {
     daemon_t d;
@@ -1802,6 +1854,7 @@ Suite *psd_suite(void)
     tcase_add_test(tc, test_sync_three);
     tcase_add_test(tc, test_sync_killed_worker);
     tcase_add_test(tc, test_sync_barrier_timeout);
+    tcase_add_test(tc, test_sync_start_waits);
     tcase_add_test(tc, test_ssp_bound);
     tcase_add_test(tc, test_checkpoint_restart);
     tcase_add_test(tc, test_checkpoint_corrupt);
