@@ -816,8 +816,10 @@ START_TEST(test_cluster_delta_exact)
 }
 END_TEST
 
-/* lenet, two shards, two workers, sync (deterministic: the first round
- * waits for both workers), `epochs`; compression (a JSON object or NULL).
+/* lenet, two shards, one worker, sync, `epochs`; compression (a JSON
+ * object or NULL).  One worker: with two, the rounds still depend a little
+ * on timing (two uncompressed runs can end 2 points apart), more than the
+ * 0.5 points compared here; one worker in sync mode is deterministic.
  * Returns the worker's final test accuracy; *bytes_out and *bytes_in get
  * its bytes sent and received in the first epoch. */
 
@@ -827,7 +829,7 @@ static double train_run(const char *compression, int epochs, unsigned long long 
     char job[256];
     snprintf(job, sizeof job, "\"epochs\": %d%s%s", epochs, compression ? ", \"compression\": " : "",
              compression ? compression : "");
-    cl_init(2, 2);
+    cl_init(2, 1);
     /* lenet at lr 0.05 diverges with momentum 0.9 (compressed or not); and
      * cl_teardown sets it back to 0.9 after each run */
     g_momentum = "0.5";
@@ -850,9 +852,7 @@ static double train_run(const char *compression, int epochs, unsigned long long 
     cl_psd_start(0, 1);
     cl_psd_start(1, 1);
     cl_worker_start(0, NULL);
-    cl_worker_start(1, NULL);
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
-    free(cl_worker_wait_ok(1, RUN_MS));
     ck_assert_msg(cl_count_lines(l0, "epoch=") == epochs, "w0 log:\n%s", l0);
     const char *b = strstr(l0, "bytes_out=");
     ck_assert_msg(b && strstr(l0, "bytes_in="), "no bytes in the epoch line:\n%s", l0);
@@ -886,7 +886,7 @@ START_TEST(test_cluster_topk_accuracy)
     double topk = train_run("{\"push\": \"topk\", \"topk_percent\": 1, \"pull\": \"delta\"}",
                             epochs, &b_topk, &i_topk);
     fprintf(stderr,
-            "lenet, sync, 2 shards x 2 workers, %d epochs: test accuracy uncompressed %.2f%%, "
+            "lenet, sync, 2 shards x 1 worker, %d epochs: test accuracy uncompressed %.2f%%, "
             "topk 1%% + delta pulls %.2f%%; epoch 1: sent %llu vs %llu bytes, received %llu vs %llu\n",
             epochs, none, topk, b_none, b_topk, i_none, i_topk);
     ck_assert_msg(none > 50.0, "the uncompressed job did not learn (%.2f%%)", none);
