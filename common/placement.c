@@ -42,7 +42,8 @@ static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "
                                         "optimizer", "compression", NULL };
 static const char *const compression_keys[] = { "push", "topk_percent", "pull", NULL };
 static const char *const push_enc_names[PLACEMENT_PUSH_MAX] = { "none", "fp16", "topk" };
-static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta" };
+static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta",
+                                                                 "topk" };
 static const char *const optim_keys[] = { "lr", "momentum", "weight_decay", "schedule",
                                           "step_size", "gamma", "total_steps", "lr_min",
                                           "warmup_steps", NULL };
@@ -323,12 +324,16 @@ const char *placement_pull_enc_name(placement_pull_enc e)
 
 void placement_compression_describe(const placement_compression *c, char *buf, size_t len)
 {
+    char push[32], pull[32];
     if (c->push == PLACEMENT_PUSH_TOPK)
-        snprintf(buf, len, "push topk %g%%, pull %s", c->topk_percent,
-                 placement_pull_enc_name(c->pull));
+        snprintf(push, sizeof push, "topk %g%%", c->topk_percent);
     else
-        snprintf(buf, len, "push %s, pull %s", placement_push_enc_name(c->push),
-                 placement_pull_enc_name(c->pull));
+        snprintf(push, sizeof push, "%s", placement_push_enc_name(c->push));
+    if (c->pull == PLACEMENT_PULL_TOPK)
+        snprintf(pull, sizeof pull, "topk %g%%", c->topk_percent);
+    else
+        snprintf(pull, sizeof pull, "%s", placement_pull_enc_name(c->pull));
+    snprintf(buf, len, "push %s, pull %s", push, pull);
 }
 
 int placement_role_from_name(const char *name)
@@ -573,14 +578,7 @@ static int parse_compression(pctx *c, const cJSON *o, placement_compression *cmp
                        want_push);
         cmp->push = (placement_push_enc)k;
     }
-    if ((r = field_num(c, o, b, "topk_percent", 0, 1, 100, "a percentage in (0, 100]", &d)) < 0)
-        return -1;
-    if (r) {
-        if (cmp->push != PLACEMENT_PUSH_TOPK)
-            return not_used(c, b, "topk_percent", "unless push is \"topk\"");
-        cmp->topk_percent = d;
-    }
-    const char *want_pull = "\"full\", \"fp16\" or \"delta\"";
+    const char *want_pull = "\"full\", \"fp16\", \"delta\" or \"topk\"";
     if ((r = field_str(c, o, b, "pull", want_pull, &s)) < 0)
         return -1;
     if (r) {
@@ -591,6 +589,13 @@ static int parse_compression(pctx *c, const cJSON *o, placement_compression *cmp
             return bad(c, "job.compression.pull", cJSON_GetObjectItemCaseSensitive(o, "pull"),
                        want_pull);
         cmp->pull = (placement_pull_enc)k;
+    }
+    if ((r = field_num(c, o, b, "topk_percent", 0, 1, 100, "a percentage in (0, 100]", &d)) < 0)
+        return -1;
+    if (r) {
+        if (cmp->push != PLACEMENT_PUSH_TOPK && cmp->pull != PLACEMENT_PULL_TOPK)
+            return not_used(c, b, "topk_percent", "unless push or pull is \"topk\"");
+        cmp->topk_percent = d;
     }
     return 0;
 }

@@ -78,12 +78,14 @@ typedef enum placement_pull_enc {
     PLACEMENT_PULL_FULL = 0, /* fp32, every entry */
     PLACEMENT_PULL_FP16,     /* IEEE binary16, every entry */
     PLACEMENT_PULL_DELTA,    /* only the entries changed since the worker's copy (exact fp32) */
+    PLACEMENT_PULL_TOPK,     /* of those, the topk_percent that changed most (exact fp32);
+                              * the rest later, when they are among the largest */
     PLACEMENT_PULL_MAX
 } placement_pull_enc;
 
 typedef struct placement_compression {
     placement_push_enc push;   /* default none */
-    double topk_percent;       /* (0, 100], default 1; used with push topk */
+    double topk_percent;       /* (0, 100], default 1; used with push or pull topk */
     placement_pull_enc pull;   /* default full */
 } placement_compression;
 

@@ -191,6 +191,9 @@ struct psd_server {
     ps_worker **workers;
     size_t nworkers, capworkers;
     float *gbuf;               /* n floats: decode and average scratch */
+    /* pull "topk" scratch (n each, allocated at the first such pull) */
+    float *tk_diff, *tk_send;
+    uint32_t *tk_work, *tk_idx;
     size_t max_frame, out_limit;
     size_t nconns;             /* connections not closed */
     int max_conns;
@@ -706,11 +709,45 @@ static void send_weights_sealed(ps_conn *c, uint32_t req, const proto_weights *m
     conn_send(c, w);
 }
 
+/* Pull "topk": what the peer should hold after this reply, into
+ * s->tk_send: its copy (shadow) with the topk_percent of entries that
+ * differ most from the weights set to the weights.  The rest stays
+ * different in the shadow too, so it is sent once it is among the
+ * largest: delayed, not lost.  Returns 0, or -1 out of memory. */
+static int topk_target(psd_server *s, const float *shadow, const float *cur, size_t n)
+{
+    if (!s->tk_diff) {
+        s->tk_diff = malloc(s->n * sizeof(float));
+        s->tk_send = malloc(s->n * sizeof(float));
+        s->tk_work = malloc(s->n * sizeof(uint32_t));
+        s->tk_idx = malloc(s->n * sizeof(uint32_t));
+        if (!s->tk_diff || !s->tk_send || !s->tk_work || !s->tk_idx) {
+            free(s->tk_diff);
+            free(s->tk_send);
+            free(s->tk_work);
+            free(s->tk_idx);
+            s->tk_diff = s->tk_send = NULL;
+            s->tk_work = s->tk_idx = NULL;
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        s->tk_diff[i] = cur[i] - shadow[i];
+    size_t k = proto_topk_count(n, s->job->compression.topk_percent);
+    if (proto_topk_select(s->tk_diff, n, k, s->tk_work, s->tk_idx) != 0)
+        return -1;
+    memcpy(s->tk_send, shadow, n * sizeof(float));
+    for (size_t j = 0; j < k; j++)
+        s->tk_send[s->tk_idx[j]] = cur[s->tk_idx[j]];
+    return 0;
+}
+
 /* A delta WEIGHTS (pull "delta") for this connection: the entries that
  * changed since the copy its peer holds (c->shadow), or the full fp32
  * weights when it holds none of this range or the delta would not be
- * smaller; either way the shadow becomes the weights sent.  Encoded into
- * the write's own buffer (per connection: nothing to share). */
+ * smaller; either way the shadow becomes the weights sent.  Pull "topk":
+ * only the largest of those changes (topk_target).  Encoded into the
+ * write's own buffer (per connection: nothing to share). */
 static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
 {
     psd_server *s = c->srv;
@@ -732,6 +769,14 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
     } else {
         m->base = c->shadow;
         m->base_version = c->shadow_version;
+        if (s->job->compression.pull == PLACEMENT_PULL_TOPK) {
+            if (topk_target(s, c->shadow, cur, n) != 0) {
+                ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: out of memory");
+                conn_close(c);
+                return;
+            }
+            m->values = cur = s->tk_send;
+        }
         proto_weights full = *m;
         full.encoding = PROTO_ENC_FP32;
         proto_weights_encode(&full, req, NULL, 0, &full_len);
@@ -1962,6 +2007,10 @@ static void ps_free(psd_server *s)
     }
     free(s->workers);
     free(s->gbuf);
+    free(s->tk_diff);
+    free(s->tk_send);
+    free(s->tk_work);
+    free(s->tk_idx);
     snap_release(s->snap);
     s->snap = NULL;
     snap_release(s->snap16);

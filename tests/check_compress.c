@@ -779,6 +779,70 @@ START_TEST(test_psd_delta_pulls)
 }
 END_TEST
 
+/* Pull "topk" (10%): every delta reply carries at most k entries, the
+ * largest differences between the worker's copy and the weights; what it
+ * leaves out is sent by later replies, so pulling again at the same
+ * version ends with the exact weights. */
+START_TEST(test_psd_topk_pulls)
+{
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 1, \"compression\": {\"pull\": \"topk\", "
+                           "\"topk_percent\": 10}");
+    cl_psd_start(0, 1);
+    ps_shard ref;
+    local_shard(&ref);
+    psd_client c;
+    worker_hello(&c);
+    static float g[NP], copy[NP], before[NP];
+    const size_t k = proto_topk_count(NP, 10);
+    proto_weights w;
+    ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_FP32); /* no copy yet: full */
+    ck_assert_mem_eq(copy, ref.w, sizeof copy);
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < NP; i++)
+            g[i] = frnd() * 0.1f;
+        proto_ack a;
+        ck_assert_int_eq(psc_push(&c, (uint64_t)step + 1, ref.version, (uint64_t)step + 1, 0, NP,
+                                  g, &a),
+                         0);
+        ps_shard_apply(&ref, g);
+    }
+    /* momentum moved every entry: k per reply, the largest differences */
+    int pulls = 0;
+    while (memcmp(copy, ref.w, sizeof copy) != 0) {
+        memcpy(before, copy, sizeof copy);
+        ck_assert_int_gt(psc_pull_send_enc(&c, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+        ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+        ck_assert_uint_eq(w.version, ref.version);
+        ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
+        ck_assert_msg(w.count > 0 && w.count <= k, "pull %d: %zu entries, k = %zu", pulls,
+                      w.count, k);
+        /* the entries sent are exact, and none left out differs more */
+        float min_sent = INFINITY, max_left = 0;
+        for (size_t i = 0; i < NP; i++) {
+            float d = fabsf(ref.w[i] - before[i]);
+            if (copy[i] != before[i]) {
+                if (copy[i] != ref.w[i])
+                    ck_abort_msg("pull %d: entry %zu sent as %.9g, weight %.9g", pulls, i,
+                                 (double)copy[i], (double)ref.w[i]);
+                if (d < min_sent)
+                    min_sent = d;
+            } else if (d > max_left) {
+                max_left = d;
+            }
+        }
+        ck_assert_msg(max_left <= min_sent, "pull %d: left out a change of %g, sent one of %g",
+                      pulls, (double)max_left, (double)min_sent);
+        ck_assert_int_lt(++pulls, 12);
+    }
+    ck_assert_int_ge(pulls, (int)((NP + k - 1) / k) - 1);
+    psc_close(&c);
+    ps_shard_free(&ref);
+}
+END_TEST
+
 /* ------------------------------------------------------------ cluster */
 
 /* One shard, `nw` workers, sync, ray, 1 epoch, pull `pull`: the shard's
@@ -917,6 +981,7 @@ Suite *compress_suite(void)
     tcase_add_checked_fixture(tc, NULL, cl_teardown);
     tcase_add_test(tc, test_psd_applies_compressed_push);
     tcase_add_test(tc, test_psd_delta_pulls);
+    tcase_add_test(tc, test_psd_topk_pulls);
     tcase_add_test(tc, test_cluster_delta_exact);
     tcase_add_test(tc, test_cluster_topk_accuracy);
     suite_add_tcase(s, tc);

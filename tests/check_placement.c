@@ -245,6 +245,13 @@ START_TEST(test_compression)
     ck_assert(p.job.compression.topk_percent == 1.0);
     ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_FULL);
     placement_free(&p);
+    doc_ok(JOB_OK ", \"compression\": {\"push\": \"fp16\", \"pull\": \"topk\", \"topk_percent\": 2}",
+           NULL, NULL, &p);
+    ck_assert_int_eq(p.job.compression.pull, PLACEMENT_PULL_TOPK);
+    ck_assert(p.job.compression.topk_percent == 2.0);
+    placement_compression_describe(&p.job.compression, line, sizeof line);
+    ck_assert_str_eq(line, "push fp16, pull topk 2%");
+    placement_free(&p);
     doc_ok(JOB_OK ", \"compression\": {}", NULL, NULL, &p);
     ck_assert_int_eq(p.job.compression.push, PLACEMENT_PUSH_NONE);
     placement_free(&p);
@@ -508,8 +515,8 @@ static const bad_case bad_cases[] = {
       .want = NAME ": job.compression.push: expected \"none\", \"fp16\" or \"topk\", got \"zip\"" },
     { .job = JOB_OK ", \"compression\": {\"push\": 1}",
       .want = "job.compression.push: expected \"none\", \"fp16\" or \"topk\", got 1" },
-    { .job = JOB_OK ", \"compression\": {\"pull\": \"topk\"}",
-      .want = "job.compression.pull: expected \"full\", \"fp16\" or \"delta\", got \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"pull\": \"top\"}",
+      .want = "job.compression.pull: expected \"full\", \"fp16\", \"delta\" or \"topk\", got \"top\"" },
     { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": 0}",
       .want = "job.compression.topk_percent: expected a percentage in (0, 100], got 0" },
     { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": 100.5}",
@@ -517,9 +524,9 @@ static const bad_case bad_cases[] = {
     { .job = JOB_OK ", \"compression\": {\"push\": \"topk\", \"topk_percent\": \"1\"}",
       .want = "job.compression.topk_percent: expected a percentage in (0, 100], got \"1\"" },
     { .job = JOB_OK ", \"compression\": {\"topk_percent\": 5}",
-      .want = "job.compression.topk_percent: not used unless push is \"topk\"" },
-    { .job = JOB_OK ", \"compression\": {\"push\": \"fp16\", \"topk_percent\": 5}",
-      .want = "job.compression.topk_percent: not used unless push is \"topk\"" },
+      .want = "job.compression.topk_percent: not used unless push or pull is \"topk\"" },
+    { .job = JOB_OK ", \"compression\": {\"push\": \"fp16\", \"pull\": \"delta\", \"topk_percent\": 5}",
+      .want = "job.compression.topk_percent: not used unless push or pull is \"topk\"" },
     { .job = JOB_OK ", \"compression\": {\"puhs\": \"fp16\"}",
       .want = "job.compression.puhs: unknown key (known: push, topk_percent, pull)" },
     { .job = JOB_OK ", \"compression\": {\"pull\": \"fp16\", \"pull\": \"full\"}",

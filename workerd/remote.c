@@ -177,7 +177,9 @@ static int enc_pull(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
      * once for the full weights (the shard then forgets its shadow); a new
      * connection starts with a full reply anyway */
     p.encoding = r->pull_enc == PLACEMENT_PULL_FP16                     ? PROTO_ENC_FP16
-                 : r->pull_enc == PLACEMENT_PULL_DELTA && !c->copy_lost ? PROTO_ENC_SPARSE
+                 : (r->pull_enc == PLACEMENT_PULL_DELTA || r->pull_enc == PLACEMENT_PULL_TOPK) &&
+                           !c->copy_lost
+                     ? PROTO_ENC_SPARSE
                                                                         : PROTO_ENC_FP32;
     return proto_pull_encode(&p, req, buf, cap, len);
 }
