@@ -3,7 +3,7 @@
 #   make                 build every program into bin/
 #   make test            build and run every Check suite (prints Check's summary)
 #   make SANITIZE=1 test the same, built with ASan+UBSan (in build-san/)
-#   make check           what CI runs: test, test-san, test-valgrind, fuzz
+#   make check           what CI runs: test, test-san, test-valgrind, fuzz, test-net
 #   make WERROR=1        warnings are errors (CI)
 #   make train           train lenet in one process (MNIST or Fashion-MNIST)
 #   make bench           benchmarks: CNN samples/s per SIMD path, FMA peak, PyTorch
@@ -17,6 +17,10 @@
 #                        (PREFIX=/usr/local, DESTDIR=)
 #   make fuzz            build the libFuzzer targets (clang) and run each for
 #                        FUZZ_SECONDS (60); make fuzz-build only builds them
+#   make test-net        a cluster of network namespaces on shaped links (root;
+#                        skips saying why otherwise): verify the links, train
+#   make bench-net       time to accuracy on the namespace cluster: modes x
+#                        compression x link profile x a slow worker (bench/net.sh)
 #   make clean
 
 SHELL := /bin/bash
@@ -168,9 +172,10 @@ test-native: $(PROGRAMS) $(BUILD)/tests/check_all
 
 # What CI runs (the README's test command): every suite, then every suite
 # again built with ASan+UBSan, the unit suites under valgrind memcheck (no
-# error, no leak of any kind), and each fuzz target for FUZZ_SECONDS.
+# error, no leak of any kind), each fuzz target for FUZZ_SECONDS, and the
+# namespace cluster on shaped links (test-net; skips saying why without root).
 .PHONY: check test-san test-valgrind
-check: test test-san test-valgrind fuzz
+check: test test-san test-valgrind fuzz test-net
 
 test-san:
 	$(MAKE) --no-print-directory SANITIZE=1 test-native
