@@ -593,6 +593,141 @@ START_TEST(test_key_cluster)
 }
 END_TEST
 
+/* ------------------------------------------------------------ pipelined pulls */
+
+/* The size of one frame: rc and *len from its encoder called with cap 0. */
+static size_t frame_len(int rc, const size_t *len)
+{
+    ck_assert_int_eq(rc, PROTO_ERR_NOSPACE);
+    return *len;
+}
+
+/* The sum of "key=" numbers on a log's epoch lines. */
+static unsigned long long epoch_sum(const char *l, const char *key)
+{
+    unsigned long long n = 0;
+    size_t kl = strlen(key);
+    for (const char *p = strstr(l, "epoch="); p; p = strstr(p + 1, "\nepoch=")) {
+        const char *e = strchr(p + 1, '\n');
+        const char *k = strstr(p, key);
+        ck_assert_msg(k && (!e || k < e), "no %s on an epoch line:\n%s", key, cl_tail(l));
+        n += strtoull(k + kl, NULL, 10);
+    }
+    return n;
+}
+
+/* A --verbose worker's closing count for shard s: PULLs sent, sent behind
+ * a PUSH, pull calls those served. */
+static void pull_counts(const char *l, int s, unsigned long long *sent, unsigned long long *ahead,
+                        unsigned long long *served)
+{
+    char key[32];
+    snprintf(key, sizeof key, "shard %d: ", s);
+    const char *p = l;
+    while ((p = strstr(p, key)) && !strstr(p, " applied, "))
+        p++;
+    for (; p; p = strstr(p + 1, key)) {
+        const char *q = strstr(p, " reconnects; ");
+        const char *e = strchr(p, '\n');
+        if (q && (!e || q < e) &&
+            sscanf(q, " reconnects; %llu pulls sent, %llu behind a push, %llu pull calls served",
+                   sent, ahead, served) == 3)
+            return;
+    }
+    ck_abort_msg("no pull counts for shard %d in:\n%s", s, cl_tail(l));
+}
+
+/* Async and ssp send each step's PULL right behind its PUSH (remote.h):
+ * every push took one along, every pull call but the first and those after
+ * an evaluation was answered by it, and no pull call sent a second PULL.
+ * The shard's own count of bytes received agrees: exactly the workers'
+ * HELLOs, PUSHes, PULLs and DONEs and our probe, so it got one PULL per
+ * step (plus the first and the evaluations'), not two. */
+static void pipelined(const char *mode, const char *job)
+{
+    cl_init(2, 2);
+    cl_conf_write(mode, job);
+    cl_psd_start(0, 1);
+    cl_psd_start(1, 1);
+    cl_worker_start(0, "--verbose");
+    cl_worker_start(1, "--verbose");
+    char *l[2];
+    l[0] = cl_worker_wait_ok(0, RUN_MS);
+    l[1] = cl_worker_wait_ok(1, RUN_MS);
+    ck_assert_msg(cl_last_test_acc(l[0]) > 50.0, "%s", cl_tail(l[0]));
+    unsigned long long steps[2], sent1 = 0;
+    for (int w = 0; w < 2; w++) {
+        steps[w] = epoch_sum(l[w], "steps=");
+        unsigned long long evals = (unsigned long long)cl_count_lines(l[w], "eval: version");
+        ck_assert_msg(steps[w] > 10 && (w == 1 || evals >= 2) && (w == 0 || evals == 0),
+                      "w%d: %llu steps, %llu evaluations:\n%s", w, steps[w], evals, cl_tail(l[w]));
+        for (int s = 0; s < 2; s++) {
+            unsigned long long sent, ahead, served;
+            pull_counts(l[w], s, &sent, &ahead, &served);
+            unsigned long long calls = steps[w] + evals; /* trainer steps and evaluations */
+            ck_assert_msg(ahead == steps[w] && sent - ahead == calls - served &&
+                              served + 1 + evals >= calls && served < calls,
+                          "w%d shard %d: %llu pull calls, %llu PULLs sent, %llu behind a push, "
+                          "%llu calls served by those (%llu steps)",
+                          w, s, calls, sent, ahead, served, steps[w]);
+            if (s == 1)
+                sent1 += sent;
+        }
+    }
+    /* shard 1's view */
+    uint8_t zero[4] = {0};
+    proto_hello hw = {.role = PROTO_ROLE_WORKER, .nparams = NP};
+    snprintf(hw.node_id, sizeof hw.node_id, "w0");
+    snprintf(hw.model, sizeof hw.model, "ray");
+    proto_hello hp = {.role = PROTO_ROLE_OPERATOR};
+    snprintf(hp.node_id, sizeof hp.node_id, "probe");
+    cJSON *j = cl_shard_status(1);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "range");
+    ck_assert(cJSON_GetArraySize(r) == 2);
+    uint64_t lo = (uint64_t)cJSON_GetArrayItem(r, 0)->valuedouble;
+    uint64_t hi = (uint64_t)cJSON_GetArrayItem(r, 1)->valuedouble;
+    float *vals = calloc(hi - lo, sizeof(float));
+    proto_push ph = {.seq = 1, .samples = 1, .lo = lo, .hi = hi, .encoding = PROTO_ENC_FP32,
+                     .values = vals};
+    proto_pull pl = {.lo = lo, .hi = hi, .encoding = PROTO_ENC_FP32};
+    proto_done dn = {0};
+    size_t n = 0;
+    size_t hello_w = frame_len(proto_hello_encode(&hw, 1, zero, 0, &n), &n);
+    size_t hello_p = frame_len(proto_hello_encode(&hp, 1, zero, 0, &n), &n);
+    size_t push = frame_len(proto_push_encode(&ph, 1, zero, 0, &n), &n);
+    size_t pull = frame_len(proto_pull_encode(&pl, 1, zero, 0, &n), &n);
+    size_t done = frame_len(proto_done_encode(&dn, 1, zero, 0, &n), &n);
+    size_t sreq = frame_len(proto_status_req_encode(1, zero, 0, &n), &n);
+    free(vals);
+    double pushes = cJSON_GetObjectItemCaseSensitive(j, "pushes")->valuedouble;
+    double bytes_in = cJSON_GetObjectItemCaseSensitive(j, "bytes_in")->valuedouble;
+    ck_assert_msg(pushes == (double)(steps[0] + steps[1]), "shard 1: %.0f pushes for %llu steps",
+                  pushes, steps[0] + steps[1]);
+    double want = 2.0 * (double)(hello_w + done) + (double)(steps[0] + steps[1]) * (double)push +
+                  (double)sent1 * (double)pull + (double)(hello_p + sreq);
+    ck_assert_msg(bytes_in == want,
+                  "shard 1 received %.0f bytes; %llu PULLs (%zu B), %.0f PUSHes (%zu B), HELLOs "
+                  "and DONEs make %.0f",
+                  bytes_in, sent1, pull, pushes, push, want);
+    cJSON_Delete(j);
+    free(l[0]);
+    free(l[1]);
+}
+
+START_TEST(test_async_pipelined_pull)
+{
+    g_momentum = "0.5";
+    pipelined("async", "\"epochs\": 2");
+}
+END_TEST
+
+START_TEST(test_ssp_pipelined_pull)
+{
+    g_momentum = "0.5";
+    pipelined("ssp", "\"epochs\": 2, \"staleness\": 1");
+}
+END_TEST
+
 Suite *cluster_suite(void)
 {
     Suite *s = suite_create("cluster");
@@ -612,6 +747,8 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_sigterm);
     tcase_add_test(tc, test_key_cluster);
     tcase_add_test(tc, test_slowdown);
+    tcase_add_test(tc, test_async_pipelined_pull);
+    tcase_add_test(tc, test_ssp_pipelined_pull);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -23,7 +23,8 @@
 static const char *const level_names[REMOTE_LOG_LEVEL_MAX] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 static const char *const state_names[REMOTE_CONN_STATE_MAX] = {"down", "connecting", "hello",
-                                                               "auth", "ready", "wait"};
+                                                               "auth", "ready", "wait",
+                                                               "pipe", "ahead"};
 
 static double now_s(void)
 {
@@ -71,6 +72,7 @@ static void conn_close_fd(remote_conn *c)
     proto_decoder_init(&c->dec, 0);
     c->out_len = c->out_pos = 0;
     c->sealed = 0;
+    c->ahead_ready = 0; /* the next pull asks again (the cache stays as it is) */
     secure_wipe(&c->sess, sizeof c->sess);
     secure_hs_wipe(&c->hs);
 }
@@ -96,7 +98,8 @@ static void conn_fail(remote *r, remote_conn *c, const char *why)
     c->retry_at = now_s() + c->backoff_ms * jitter(r) / 1000.0;
 }
 
-/* Queue a frame for c: enc is called once to size it, once to write it. */
+/* Queue a frame for c behind what is still unsent (a PULL behind a PUSH):
+ * enc is called once to size it, once to write it. */
 typedef int (*encode_fn)(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_t cap,
                          size_t *len);
 
@@ -106,7 +109,10 @@ static int conn_send_frame(remote *r, remote_conn *c, encode_fn enc, uint32_t re
     int rc = enc(r, c, req, NULL, 0, &len);
     if (rc != PROTO_ERR_NOSPACE)
         return rc < 0 ? rc : PROTO_ERR_INVALID;
-    size_t need = len + (c->sealed ? PROTO_SEAL_TAG_SIZE : 0);
+    if (c->out_pos == c->out_len)
+        c->out_pos = c->out_len = 0;
+    size_t at = c->out_len;
+    size_t need = at + len + (c->sealed ? PROTO_SEAL_TAG_SIZE : 0);
     if (need > c->out_cap) {
         uint8_t *b = realloc(c->out, need);
         if (!b)
@@ -114,13 +120,12 @@ static int conn_send_frame(remote *r, remote_conn *c, encode_fn enc, uint32_t re
         c->out = b;
         c->out_cap = need;
     }
-    rc = enc(r, c, req, c->out, len, &len);
+    rc = enc(r, c, req, c->out + at, len, &len);
     if (rc == 0 && c->sealed)
-        rc = secure_seal(&c->sess.tx, c->out, len, c->out_cap, &len);
+        rc = secure_seal(&c->sess.tx, c->out + at, len, c->out_cap - at, &len);
     if (rc < 0)
         return rc;
-    c->out_len = len;
-    c->out_pos = 0;
+    c->out_len = at + len;
     return 0;
 }
 
@@ -308,17 +313,21 @@ static void conn_connected(remote *r, remote_conn *c)
         conn_fail(r, c, "connection lost while sending HELLO");
 }
 
-/* Send c's part of the current call. */
+/* Send c's part of the current call; in async and ssp a PUSH takes the
+ * next pull's PULL along (state PIPE). */
 static void conn_issue(remote *r, remote_conn *c)
 {
     encode_fn enc;
     switch (c->op) {
     case REMOTE_OP_PULL:
         enc = enc_pull;
+        c->n_pull_sent++;
+        c->ahead_ready = 0;
         break;
     case REMOTE_OP_PUSH:
         c->push_seq = ++c->seq;
         enc = enc_push;
+        c->ahead_ready = 0; /* the PULL behind this PUSH brings newer weights */
         break;
     case REMOTE_OP_REPORT:
         enc = enc_report;
@@ -332,6 +341,13 @@ static void conn_issue(remote *r, remote_conn *c)
     }
     uint32_t req = c->next_req++;
     int rc = conn_send_frame(r, c, enc, req);
+    int pipe = rc == 0 && c->op == REMOTE_OP_PUSH && r->mode != PLACEMENT_MODE_SYNC;
+    if (pipe) { /* sync: the pull's min_version comes with the ACK */
+        c->pull_req = c->next_req++;
+        rc = conn_send_frame(r, c, enc_pull, c->pull_req);
+        c->n_pull_sent++;
+        c->n_pull_ahead++;
+    }
     if (rc < 0) {
         snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a request: %s",
                  c->shard, proto_strerror(rc));
@@ -339,7 +355,7 @@ static void conn_issue(remote *r, remote_conn *c)
         return;
     }
     c->wait_req = req;
-    conn_set_state(r, c, REMOTE_CONN_WAIT);
+    conn_set_state(r, c, pipe ? REMOTE_CONN_PIPE : REMOTE_CONN_WAIT);
     if (conn_flush(c) != 0)
         conn_fail(r, c, "connection lost while sending");
 }
@@ -363,7 +379,7 @@ static void conn_on_error(remote *r, remote_conn *c, const proto_frame *f)
         r->fatal = 1;
         return;
     }
-    if (c->op == REMOTE_OP_REPORT && !proto_err_closes(e.code)) {
+    if (c->state == REMOTE_CONN_WAIT && c->op == REMOTE_OP_REPORT && !proto_err_closes(e.code)) {
         remote_log(r, REMOTE_LOG_WARN, "shard %d: REPORT not taken: %s: %s", c->shard,
                    proto_strerror(e.code), e.text);
         c->op_done = 1;
@@ -443,8 +459,12 @@ static void conn_on_welcome(remote *r, remote_conn *c, const proto_frame *f)
         c->op_done = 1;
 }
 
+/* WEIGHTS for the pull in progress (WAIT) or for the PULL sent behind the
+ * last PUSH (AHEAD): the latter completes a pull call waiting for it, or
+ * is kept for the next one (ahead_ready). */
 static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
 {
+    int ahead = c->state == REMOTE_CONN_AHEAD;
     proto_weights w;
     if (proto_weights_decode(f, &w) != 0 || w.lo != c->lo || w.hi != c->hi) {
         conn_fail(r, c, "bad WEIGHTS");
@@ -474,7 +494,14 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
         c->have = 1;
         c->copy_lost = 0;
     }
-    c->op_done = 1;
+    if (!ahead) {
+        c->op_done = 1;
+    } else if (c->op == REMOTE_OP_PULL && !c->op_done) {
+        c->op_done = 1;
+        c->n_pull_served++;
+    } else {
+        c->ahead_ready = 1;
+    }
 }
 
 static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
@@ -484,9 +511,15 @@ static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
         conn_fail(r, c, "bad ACK");
         return;
     }
-    conn_set_state(r, c, REMOTE_CONN_READY);
+    if (c->state == REMOTE_CONN_PIPE) { /* the WEIGHTS of the PULL behind it follow */
+        c->wait_req = c->pull_req;
+        conn_set_state(r, c, REMOTE_CONN_AHEAD);
+    } else {
+        conn_set_state(r, c, REMOTE_CONN_READY);
+    }
     c->push_seq = 0;
-    c->op_done = 1;
+    if (c->op == REMOTE_OP_PUSH)
+        c->op_done = 1;
     switch (a.status) {
     case PROTO_ACK_APPLIED:
         c->n_applied++;
@@ -520,7 +553,8 @@ static void conn_on_ack(remote *r, remote_conn *c, const proto_frame *f)
 static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
 {
     if ((c->state != REMOTE_CONN_HELLO && c->state != REMOTE_CONN_AUTH &&
-         c->state != REMOTE_CONN_WAIT) ||
+         c->state != REMOTE_CONN_WAIT && c->state != REMOTE_CONN_PIPE &&
+         c->state != REMOTE_CONN_AHEAD) ||
         f->hdr.request_id != c->wait_req) {
         char why[128];
         snprintf(why, sizeof why, "unexpected %s (request %u) in state %s",
@@ -557,6 +591,14 @@ static void conn_on_frame(remote *r, remote_conn *c, const proto_frame *f)
             c->op_done = 1;
             return;
         }
+    }
+    if (c->state == REMOTE_CONN_PIPE && t == PROTO_MSG_ACK) {
+        conn_on_ack(r, c, f);
+        return;
+    }
+    if (c->state == REMOTE_CONN_AHEAD && t == PROTO_MSG_WEIGHTS) {
+        conn_on_weights(r, c, f);
+        return;
     }
     char why[128];
     snprintf(why, sizeof why, "unexpected %s in state %s", proto_msg_name(t),
@@ -752,6 +794,16 @@ static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err
 {
     remote *r = ctx;
     ops_set(r, REMOTE_OP_PULL, -1);
+    for (int i = 0; i < r->nshards; i++) {
+        remote_conn *c = &r->c[i];
+        /* pulled behind the last PUSH: here already (READY), or on the way
+         * (PIPE, AHEAD: wait for it); a lost connection pulls anew */
+        if (c->ahead_ready) {
+            c->ahead_ready = 0;
+            c->op_done = 1;
+            c->n_pull_served++;
+        }
+    }
     int rc = remote_run(r, 0, err, errlen);
     if (rc != 0)
         return -1;
@@ -952,11 +1004,15 @@ void remote_free(remote *r)
         for (int i = 0; i < r->nshards; i++)
             remote_log(r, REMOTE_LOG_DEBUG,
                        "shard %d: %llu applied, %llu waiting, %llu stale, %llu duplicate, %llu "
-                       "finished, %llu reconnects",
+                       "finished, %llu reconnects; %llu pulls sent, %llu behind a push, "
+                       "%llu pull calls served by those",
                        i, (unsigned long long)r->c[i].n_applied,
                        (unsigned long long)r->c[i].n_waiting, (unsigned long long)r->c[i].n_stale,
                        (unsigned long long)r->c[i].n_dup, (unsigned long long)r->c[i].n_finished,
-                       (unsigned long long)r->c[i].n_reconnects);
+                       (unsigned long long)r->c[i].n_reconnects,
+                       (unsigned long long)r->c[i].n_pull_sent,
+                       (unsigned long long)r->c[i].n_pull_ahead,
+                       (unsigned long long)r->c[i].n_pull_served);
     free(r->c);
     free(r->cache);
     free(r->residual);

@@ -11,7 +11,13 @@
  *
  * Modes: sync pulls after a WAITING ack ask for the next version
  * (min_version = v + 1), which the shard answers when the round completes;
- * ssp's held ACK is simply waited for; STALE and DUPLICATE acks are counted
+ * ssp's held ACK is simply waited for.  In async and ssp a push sends each
+ * shard its PULL right behind the PUSH (the shard handles a connection's
+ * frames in order, and in ssp reads nothing more while it holds the ACK):
+ * the ACK and then the WEIGHTS come back, push returns on the ACKs, and
+ * the next pull (training or evaluation) only waits for those WEIGHTS
+ * instead of sending a PULL of its own: one round trip per step instead of
+ * two.  A connection lost before they arrived pulls again the normal way; STALE and DUPLICATE acks are counted
  * and logged at DEBUG, never fatal.  The trainer's single `version` is not
  * used: each shard's version is kept here and pushed as that shard's
  * base_version.
@@ -58,6 +64,8 @@ typedef enum remote_conn_state {
     REMOTE_CONN_AUTH,       /* cluster key: AUTH sent, waiting for the sealed OK */
     REMOTE_CONN_READY,      /* idle */
     REMOTE_CONN_WAIT,       /* a request sent, waiting for its reply */
+    REMOTE_CONN_PIPE,       /* async/ssp: PUSH and a PULL behind it sent, waiting for the ACK */
+    REMOTE_CONN_AHEAD,      /* the ACK came: waiting for the WEIGHTS of that PULL (wait_req) */
     REMOTE_CONN_STATE_MAX
 } remote_conn_state;
 
@@ -84,6 +92,9 @@ typedef struct remote_conn {
     uint8_t *out;                    /* the frame being sent (owned) */
     size_t out_len, out_pos, out_cap;
     uint32_t next_req, wait_req;
+    uint32_t pull_req;               /* PIPE: the PULL sent behind the PUSH */
+    int ahead_ready;                 /* READY: the cache holds the WEIGHTS pulled behind the
+                                      * last PUSH: the next pull sends no PULL */
     double deadline;                 /* CONNECTING: give up at this time */
     /* cluster key */
     secure_hs hs;                    /* HELLO: the handshake in progress */
@@ -108,6 +119,9 @@ typedef struct remote_conn {
     /* counters */
     uint64_t n_applied, n_waiting, n_stale, n_dup, n_finished, n_reconnects;
     uint64_t bytes_out, bytes_in;    /* wire bytes sent to and received from the shard */
+    uint64_t n_pull_sent;            /* PULL frames sent (those behind a PUSH included) */
+    uint64_t n_pull_ahead;           /* PULL frames sent behind a PUSH */
+    uint64_t n_pull_served;          /* pull calls answered by those: no PULL of their own */
 } remote_conn;
 
 /* The backend: every shard of one placement. */
