@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# bench/net.sh - `make bench-net`: the namespace cluster of
+# tests/net/netcluster.sh (2 psd shards + 3 workerd, each in its own network
+# namespace, docs/testnet.md) trains lenet on ../shared/data/mnist until the
+# evaluating worker's validation accuracy reaches NET_TARGET (default 97.5),
+# for a list of settings: mode x push/pull compression x link profile
+# (none = unshaped kernel bridge, edge = 100 Mbit/s 20 ms RTT 0.1% loss,
+# poor = the same with 1% loss) x a slow worker (w2 with --slowdown 3).
+#
+#   bench/net.sh [ROW...]     rows like edge:async:topk:delta or
+#                             none:sync:none:full:slow; default: NET_ROWS or
+#                             the built-in list below
+#
+# Prints one line per run and then a table:
+#   link mode push pull slow | reached wall_s samples/s push_B/step pull_B/step acc
+# wall_s: launch of the first shard to the exit of the last worker (the job
+# ends at the target; or at NET_LIMIT seconds, default 150, or NET_EPOCHS
+# epochs, default 6).  samples/s: all workers' samples (pushes x batch) over
+# wall_s.  push_B/step, pull_B/step: bytes the shards received / sent per
+# worker step, both shards together, from psctl status (frame bytes on the
+# wire, TCP/IP headers not counted).
+# Needs root (namespaces) and the data; otherwise prints why and exits 0.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+NC=$ROOT/tests/net/netcluster.sh
+DATA=${NET_DATA:-$ROOT/../shared/data/mnist}
+TARGET=${NET_TARGET:-97.5}
+LIMIT=${NET_LIMIT:-150}
+EPOCHS=${NET_EPOCHS:-6}
+BATCH=64
+PY=/usr/bin/python3
+
+DEFAULT_ROWS="
+none:sync:none:full none:async:none:full none:ssp:none:full
+none:async:fp16:fp16 none:async:topk:delta
+edge:sync:none:full edge:async:none:full edge:ssp:none:full
+edge:async:fp16:fp16 edge:async:topk:fp16 edge:async:topk:delta edge:sync:topk:fp16
+poor:sync:none:full poor:async:none:full poor:async:topk:fp16 poor:async:topk:delta
+none:sync:none:full:slow none:async:none:full:slow none:ssp:none:full:slow
+edge:sync:topk:fp16:slow edge:async:topk:fp16:slow edge:ssp:topk:fp16:slow
+"
+ROWS=${*:-${NET_ROWS:-$DEFAULT_ROWS}}
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench-net: skipped: network namespaces need root (euid $(id -u))"; exit 0
+fi
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz val-images-idx3-ubyte.gz \
+         val-labels-idx1-ubyte.gz; do
+    [ -f "$DATA/$f" ] || { echo "bench-net: skipped: $DATA/$f not present"; exit 0; }
+done
+DATA=$(cd "$DATA" && pwd)
+for p in none edge poor; do
+    "$NC" check $p >/dev/null 2>&1 || { echo "bench-net: skipped: $("$NC" check $p 2>&1 | tail -n1)"; exit 0; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/psd-benchnet.XXXXXX") || exit 1
+export NC_PREFIX=${NC_PREFIX:-psb}
+cleanup() { "$NC" down "$TMP/c" >/dev/null 2>&1; [ -n "${NET_KEEP:-}" ] && echo "bench-net: kept $TMP" || rm -rf "$TMP"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export NC_MODEL=lenet NC_BATCH=$BATCH NC_SEED=1 NC_RUN_TIMEOUT=$LIMIT
+export NC_TRAIN_IMAGES=$DATA/train-images-idx3-ubyte.gz NC_TRAIN_LABELS=$DATA/train-labels-idx1-ubyte.gz
+export NC_TEST_IMAGES=$DATA/val-images-idx3-ubyte.gz NC_TEST_LABELS=$DATA/val-labels-idx1-ubyte.gz
+
+RESULTS=$TMP/results.txt
+: >"$RESULTS"
+cur=""
+for row in $ROWS; do
+    IFS=: read -r link mode push pull slow <<<"$row"
+    slow=${slow:-}
+    if [ "$link" != "$cur" ]; then
+        "$NC" down "$TMP/c" >/dev/null 2>&1
+        rm -rf "$TMP/c"
+        "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
+        cur=$link
+    fi
+    # 9000 examples in 3 parts, batch 64: 47 steps per worker and epoch
+    steps_epoch=$(( (9000 / 3 + BATCH - 1) / BATCH ))
+    if [ "$mode" = sync ]; then
+        lr=${NET_SYNC_LR:-0.05}; mom=${NET_SYNC_MOMENTUM:-0.9}; total=$((EPOCHS * steps_epoch)); eval=15
+    else # every worker's gradient is a version: 3x the versions of sync
+        lr=${NET_ASYNC_LR:-0.05}; mom=${NET_ASYNC_MOMENTUM:-0.5}; total=$((3 * EPOCHS * steps_epoch)); eval=45
+    fi
+    extra="\"epochs\": $EPOCHS, \"eval_every_steps\": $eval, \"target_accuracy\": $TARGET, \"augment_shift\": 2"
+    [ "$mode" = ssp ] && extra="$extra, \"staleness\": 2"
+    [ "$push" != none ] || [ "$pull" != full ] &&
+        extra="$extra, \"compression\": {\"push\": \"$push\", \"topk_percent\": 1, \"pull\": \"$pull\"}"
+    export NC_OPTIMIZER="{\"lr\": $lr, \"momentum\": $mom, \"schedule\": \"cosine\", \"total_steps\": $total}"
+    export NC_WORKER_ARGS_w2=""
+    [ "$slow" = slow ] && export NC_WORKER_ARGS_w2="--slowdown 3"
+    "$NC" placement "$TMP/c" "$mode" "$extra" >/dev/null || exit 1
+    out=$("$NC" run "$TMP/c" 2>&1 | grep '^netcluster: run:')
+    echo "bench=net row=$row $out"
+    wall=$(echo "$out" | grep -o 'wall_s=[0-9.]*' | cut -d= -f2)
+    $PY - "$TMP/c/status.json" "$row" "$TARGET" "${wall:-0}" "$BATCH" >>"$RESULTS" <<'EOF'
+import json, sys
+path, row, target, wall, batch = sys.argv[1:]
+wall = float(wall); target = float(target); batch = int(batch)
+f = row.split(":") + [""]
+link, mode, push, pull, slow = f[:5]
+try:
+    doc = json.load(open(path))
+    shards = doc.get("shards", [])
+except Exception:
+    shards = []
+s0 = next((s for s in shards if s.get("shard") == 0), shards[0] if shards else {})
+accs = [100 * h["test_acc"] for h in s0.get("history", []) if h.get("test_acc") is not None]
+best = max(accs, default=0.0)
+steps = s0.get("pushes", 0)
+bin_ = sum(s.get("bytes_in", 0) for s in shards)
+bout = sum(s.get("bytes_out", 0) for s in shards)
+sps = steps * batch / wall if wall > 0 else 0
+per = lambda b: f"{b / steps:,.0f}" if steps else "-"
+print(f"| {link} | {mode} | {push} | {pull} | {'w2 x3' if slow else '-'} | "
+      f"{'yes' if best >= target else 'no'} | {wall:.1f} | {sps:,.0f} | {per(bin_)} | {per(bout)} | {best:.2f} |")
+EOF
+done
+echo
+echo "bench=net target=${TARGET}% limit=${LIMIT}s epochs=$EPOCHS (lenet, batch $BATCH per worker, 3 workers, 2 shards)"
+echo "| link | mode | push | pull | slow worker | reached | wall s | samples/s | push B/step | pull B/step | best acc |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+cat "$RESULTS"
