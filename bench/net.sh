@@ -7,12 +7,17 @@
 # (none = unshaped kernel bridge, edge = 100 Mbit/s 20 ms RTT 0.1% loss,
 # poor = the same with 1% loss) x a slow worker (w2 with --slowdown 3).
 #
-#   bench/net.sh [ROW...]     rows like edge:async:topk:delta or
-#                             none:sync:none:full:slow; default: NET_ROWS or
-#                             the built-in list below
+#   bench/net.sh [ROW...]     rows LINK:MODE:PUSH:PULL[:slow[:CC]], like
+#                             edge:async:topk:delta or none:sync:none:full:slow
+#                             or poor:async:none:full::reno (CC: the hosts'
+#                             TCP congestion control; default the machine's,
+#                             bbr here; a namespace may only pick one of
+#                             net.ipv4.tcp_allowed_congestion_control, reno
+#                             and bbr here, so the loss-based rows use reno);
+#                             default: NET_ROWS or the built-in list below
 #
 # Prints one line per run and then a table:
-#   link mode push pull slow | reached wall_s samples/s push_B/step pull_B/step acc
+#   link TCP mode push pull slow | reached wall_s samples/s push_B/step pull_B/step acc
 # wall_s: launch of the first shard to the exit of the last worker (the job
 # ends at the target; or at NET_LIMIT seconds, default 150, or NET_EPOCHS
 # epochs, default 6).  samples/s: all workers' samples (pushes x batch) over
@@ -33,12 +38,13 @@ PY=/usr/bin/python3
 
 DEFAULT_ROWS="
 none:sync:none:full none:async:none:full none:ssp:none:full
-none:async:fp16:fp16 none:async:topk:delta
+none:async:fp16:fp16 none:async:topk:topk none:sync:topk:topk
 edge:sync:none:full edge:async:none:full edge:ssp:none:full
-edge:async:fp16:fp16 edge:async:topk:fp16 edge:async:topk:delta edge:sync:topk:fp16
-poor:sync:none:full poor:async:none:full poor:async:topk:fp16 poor:async:topk:delta
+edge:async:fp16:fp16 edge:async:topk:delta edge:async:topk:topk edge:sync:topk:topk edge:ssp:topk:topk
+poor:async:none:full poor:async:topk:topk poor:sync:topk:topk
+poor:async:none:full::reno poor:async:topk:topk::reno
 none:sync:none:full:slow none:async:none:full:slow none:ssp:none:full:slow
-edge:sync:topk:fp16:slow edge:async:topk:fp16:slow edge:ssp:topk:fp16:slow
+edge:sync:topk:topk:slow edge:async:topk:topk:slow edge:ssp:topk:topk:slow
 "
 ROWS=${*:-${NET_ROWS:-$DEFAULT_ROWS}}
 
@@ -68,14 +74,15 @@ RESULTS=$TMP/results.txt
 : >"$RESULTS"
 cur=""
 for row in $ROWS; do
-    IFS=: read -r link mode push pull slow <<<"$row"
-    slow=${slow:-}
-    if [ "$link" != "$cur" ]; then
+    IFS=: read -r link mode push pull slow cc <<<"$row"
+    slow=${slow:-}; cc=${cc:-}
+    if [ "$link:$cc" != "$cur" ]; then
         "$NC" down "$TMP/c" >/dev/null 2>&1
         rm -rf "$TMP/c"
-        "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
-        cur=$link
+        NC_TCP_CC=$cc "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
+        cur=$link:$cc
     fi
+    cc_now=$(grep '^NC_TCP_CC=' "$TMP/c/cluster.env" | cut -d= -f2)
     # 9000 examples in 3 parts, batch 64: 47 steps per worker and epoch
     steps_epoch=$(( (9000 / 3 + BATCH - 1) / BATCH ))
     if [ "$mode" = sync ]; then
@@ -94,9 +101,9 @@ for row in $ROWS; do
     out=$("$NC" run "$TMP/c" 2>&1 | grep '^netcluster: run:')
     echo "bench=net row=$row $out"
     wall=$(echo "$out" | grep -o 'wall_s=[0-9.]*' | cut -d= -f2)
-    $PY - "$TMP/c/status.json" "$row" "$TARGET" "${wall:-0}" "$BATCH" >>"$RESULTS" <<'EOF'
+    $PY - "$TMP/c/status.json" "$row" "$TARGET" "${wall:-0}" "$BATCH" "$cc_now" >>"$RESULTS" <<'EOF'
 import json, sys
-path, row, target, wall, batch = sys.argv[1:]
+path, row, target, wall, batch, cc = sys.argv[1:]
 wall = float(wall); target = float(target); batch = int(batch)
 f = row.split(":") + [""]
 link, mode, push, pull, slow = f[:5]
@@ -113,12 +120,12 @@ bin_ = sum(s.get("bytes_in", 0) for s in shards)
 bout = sum(s.get("bytes_out", 0) for s in shards)
 sps = steps * batch / wall if wall > 0 else 0
 per = lambda b: f"{b / steps:,.0f}" if steps else "-"
-print(f"| {link} | {mode} | {push} | {pull} | {'w2 x3' if slow else '-'} | "
+print(f"| {link} | {cc} | {mode} | {push} | {pull} | {'w2 x3' if slow else '-'} | "
       f"{'yes' if best >= target else 'no'} | {wall:.1f} | {sps:,.0f} | {per(bin_)} | {per(bout)} | {best:.2f} |")
 EOF
 done
 echo
 echo "bench=net target=${TARGET}% limit=${LIMIT}s epochs=$EPOCHS (lenet, batch $BATCH per worker, 3 workers, 2 shards)"
-echo "| link | mode | push | pull | slow worker | reached | wall s | samples/s | push B/step | pull B/step | best acc |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| link | TCP | mode | push | pull | slow worker | reached | wall s | samples/s | push B/step | pull B/step | best acc |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 cat "$RESULTS"
