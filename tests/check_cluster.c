@@ -728,6 +728,96 @@ START_TEST(test_ssp_pipelined_pull)
 }
 END_TEST
 
+/* Async with delta pulls, 2 shards x 2 workers, checkpoints every second:
+ * shard 1 is killed with SIGKILL (whatever was in flight: a PUSH, the PULL
+ * behind it, their replies) and started again from its checkpoint.  Both
+ * workers reconnect, fall back to plain pulls where the pipelined WEIGHTS
+ * were lost, never see a reply they did not expect, and finish. */
+START_TEST(test_async_shard_kill9_pipelined)
+{
+    g_momentum = "0.5";
+    cl_init(2, 2);
+    cl_conf_write("async", "\"epochs\": 300, \"checkpoint_interval_s\": 1, "
+                           "\"compression\": {\"pull\": \"delta\"}");
+    cl_psd_start_args(0, 1, 0);
+    cl_psd_start_args(1, 1, 0);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    char p1[FIXTURES_PATH_MAX + 32];
+    cl_log_path(p1, sizeof p1, "ps1");
+    double end = psc_now() + 30;
+    for (;;) {
+        char *l = cl_file_text(p1);
+        int up = strstr(l, "checkpoint: version") != NULL;
+        free(l);
+        if (up)
+            break;
+        ck_assert_msg(psc_now() < end, "shard 1 wrote no checkpoint");
+        usleep(20000);
+    }
+    kill(g_cl.psd[1], SIGKILL);
+    ck_assert_int_eq(cl_wait_exit(g_cl.psd[1], 5000), 128 + SIGKILL);
+    ck_assert_int_eq(cl_wait_exit(g_cl.worker[0], 0), -1);
+    ck_assert_int_eq(cl_wait_exit(g_cl.worker[1], 0), -1);
+    cl_psd_start_args(1, 1, 0); /* resumes from its checkpoint */
+    char *l[2];
+    l[0] = cl_worker_wait_ok(0, RUN_MS);
+    l[1] = cl_worker_wait_ok(1, RUN_MS);
+    for (int w = 0; w < 2; w++) {
+        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 300, "w%d:\n%s", w, cl_tail(l[w]));
+        ck_assert_msg(strstr(l[w], "retrying") && !strstr(l[w], "unexpected") &&
+                          !strstr(l[w], "bad ACK") && !strstr(l[w], "bad WEIGHTS") &&
+                          !strstr(l[w], "a delta WEIGHTS against"),
+                      "w%d:\n%s", w, cl_tail(l[w]));
+    }
+    double acc = cl_last_test_acc(l[0]);
+    ck_assert_msg(acc > 50.0, "accuracy %.2f after the restart", acc);
+    cl_expect_finished(0, "all 2 workers done", 0);
+    cl_expect_finished(1, "all 2 workers done", 0);
+    free(l[0]);
+    free(l[1]);
+}
+END_TEST
+
+/* Async with a cluster key and fp16 both ways: the PULL behind each PUSH
+ * is sealed after it (the session's counters stay in step), the workers
+ * train and finish, and nothing fails to open on either side. */
+START_TEST(test_async_key_pipelined)
+{
+    g_momentum = "0.5";
+    cl_init(2, 2);
+    cl_conf_write("async",
+                  "\"epochs\": 2, \"compression\": {\"push\": \"fp16\", \"pull\": \"fp16\"}");
+    key_new("cluster.key");
+    conf_with_key(g_cl.conf, "cluster.key");
+    cl_psd_start(0, 1);
+    cl_psd_start(1, 1);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    char *l[2];
+    l[0] = cl_worker_wait_ok(0, RUN_MS);
+    l[1] = cl_worker_wait_ok(1, RUN_MS);
+    for (int w = 0; w < 2; w++)
+        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 2 &&
+                          cl_count_lines(l[w], "connected (authenticated)") == 2 &&
+                          !strstr(l[w], "retrying") && !strstr(l[w], "failed authentication"),
+                      "w%d:\n%s", w, cl_tail(l[w]));
+    double acc = cl_last_test_acc(l[0]);
+    ck_assert_msg(acc > 50.0, "w0's test accuracy %.2f%% with a key:\n%s", acc, cl_tail(l[0]));
+    for (int i = 0; i < 2; i++) {
+        char log[FIXTURES_PATH_MAX + 32], name[8];
+        snprintf(name, sizeof name, "ps%d", i);
+        cl_log_path(log, sizeof log, name);
+        char *ps = cl_file_text(log);
+        ck_assert_msg(!strstr(ps, "frame authentication failed") && !strstr(ps, "bad frame"),
+                      "%s", cl_tail(ps));
+        free(ps);
+    }
+    free(l[0]);
+    free(l[1]);
+}
+END_TEST
+
 Suite *cluster_suite(void)
 {
     Suite *s = suite_create("cluster");
@@ -749,6 +839,8 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_slowdown);
     tcase_add_test(tc, test_async_pipelined_pull);
     tcase_add_test(tc, test_ssp_pipelined_pull);
+    tcase_add_test(tc, test_async_shard_kill9_pipelined);
+    tcase_add_test(tc, test_async_key_pipelined);
     suite_add_tcase(s, tc);
     return s;
 }

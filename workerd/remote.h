@@ -17,10 +17,10 @@
  * the ACK and then the WEIGHTS come back, push returns on the ACKs, and
  * the next pull (training or evaluation) only waits for those WEIGHTS
  * instead of sending a PULL of its own: one round trip per step instead of
- * two.  A connection lost before they arrived pulls again the normal way; STALE and DUPLICATE acks are counted
- * and logged at DEBUG, never fatal.  The trainer's single `version` is not
- * used: each shard's version is kept here and pushed as that shard's
- * base_version.
+ * two.  A connection lost before they arrived pulls again the normal way.
+ * STALE and DUPLICATE acks are counted and logged at DEBUG, never fatal.
+ * The trainer's single `version` is not used: each shard's version is kept
+ * here and pushed as that shard's base_version.
  *
  * With a cluster key (remote_set_key; docs/security.md) each connection
  * says HELLO with a nonce, checks the shard's proof in the WELCOME (a
