@@ -92,13 +92,23 @@ for row in $ROWS; do
     fi
     extra="\"epochs\": $EPOCHS, \"eval_every_steps\": $eval, \"target_accuracy\": $TARGET, \"augment_shift\": 2"
     [ "$mode" = ssp ] && extra="$extra, \"staleness\": 2"
+    tk=""
+    [ "$push" = topk ] || [ "$pull" = topk ] && tk=", \"topk_percent\": 1"
     [ "$push" != none ] || [ "$pull" != full ] &&
-        extra="$extra, \"compression\": {\"push\": \"$push\", \"topk_percent\": 1, \"pull\": \"$pull\"}"
+        extra="$extra, \"compression\": {\"push\": \"$push\"$tk, \"pull\": \"$pull\"}"
     export NC_OPTIMIZER="{\"lr\": $lr, \"momentum\": $mom, \"schedule\": \"cosine\", \"total_steps\": $total}"
     export NC_WORKER_ARGS_w2=""
     [ "$slow" = slow ] && export NC_WORKER_ARGS_w2="--slowdown 3"
     "$NC" placement "$TMP/c" "$mode" "$extra" >/dev/null || exit 1
-    out=$("$NC" run "$TMP/c" 2>&1 | grep '^netcluster: run:')
+    rm -f "$TMP/c/status.json"
+    all=$("$NC" run "$TMP/c" 2>&1)
+    out=$(echo "$all" | grep '^netcluster: run:')
+    if [ -z "$out" ]; then
+        why=$(echo "$all" | tail -n 3 | tr '\n' ' ')
+        echo "bench=net row=$row FAILED: $why"
+        echo "| $link | - | $mode | $push | $pull | ${slow:+w2 x3} | FAILED: ${why//|/ } |" >>"$RESULTS"
+        continue
+    fi
     echo "bench=net row=$row $out"
     wall=$(echo "$out" | grep -o 'wall_s=[0-9.]*' | cut -d= -f2)
     $PY - "$TMP/c/status.json" "$row" "$TARGET" "${wall:-0}" "$BATCH" "$cc_now" >>"$RESULTS" <<'EOF'
