@@ -29,6 +29,16 @@ static int slice_check(uint64_t lo, uint64_t hi, size_t body)
     return 0;
 }
 
+/* A dense body (fp32 or fp16) of [lo, hi): exactly one value per entry. */
+static int dense_check(uint8_t enc, uint64_t lo, uint64_t hi, size_t body)
+{
+    if (enc == PROTO_ENC_FP32)
+        return slice_check(lo, hi, body);
+    if (hi <= lo)
+        return PROTO_ERR_RANGE;
+    return body % 2 != 0 || hi - lo != body / 2 ? PROTO_ERR_BAD_FRAME : 0;
+}
+
 /* The header flag of an encoding on PULL/WEIGHTS; 0xff if it has none. */
 static uint8_t enc_flag(uint8_t enc)
 {
@@ -239,13 +249,10 @@ int proto_weights_decode(const proto_frame *f, proto_weights *out)
     uint64_t n = out->hi - out->lo;
     switch (enc) {
     case PROTO_ENC_FP32:
-        rc = slice_check(out->lo, out->hi, body);
+    case PROTO_ENC_FP16:
+        rc = dense_check((uint8_t)enc, out->lo, out->hi, body);
         if (rc)
             return rc;
-        break;
-    case PROTO_ENC_FP16:
-        if (body % 2 != 0 || n != body / 2)
-            return PROTO_ERR_BAD_FRAME;
         break;
     default: /* delta: a range no full frame could carry is refused, as the encoder does */
         if (body < PROTO_WEIGHTS_DELTA_FIXED)
@@ -377,13 +384,10 @@ int proto_push_decode(const proto_frame *f, proto_push *out)
     uint64_t n = out->hi - out->lo;
     switch (out->encoding) {
     case PROTO_ENC_FP32:
-        rc = slice_check(out->lo, out->hi, body);
+    case PROTO_ENC_FP16:
+        rc = dense_check(out->encoding, out->lo, out->hi, body);
         if (rc)
             return rc;
-        break;
-    case PROTO_ENC_FP16:
-        if (body % 2 != 0 || n != body / 2)
-            return PROTO_ERR_BAD_FRAME;
         break;
     default: /* a range no fp32 frame could carry is refused, as the encoder does */
         if (slice_fits(out->lo, out->hi, PROTO_PUSH_FIXED) == 0)

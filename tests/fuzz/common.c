@@ -41,17 +41,24 @@ static void sparse_split(const uint8_t *raw, size_t count, uint32_t *idx, float 
     }
 }
 
+/* The n values of a dense (fp32 or fp16) body, decoded (caller frees). */
+static float *dense_decode(uint8_t enc, const uint8_t *raw, size_t n)
+{
+    float *v = alloc_or_die(n * sizeof *v);
+    if (enc == PROTO_ENC_FP16)
+        proto_fp16_decode(v, raw, n);
+    else
+        proto_floats_decode(v, raw, n);
+    return v;
+}
+
 static void *prep_weights(proto_weights *m)
 {
     if (!m->raw)
         return NULL;
     size_t n = (size_t)(m->hi - m->lo);
     if (m->encoding != PROTO_ENC_SPARSE) {
-        float *v = alloc_or_die(n * sizeof *v);
-        if (m->encoding == PROTO_ENC_FP16)
-            proto_fp16_decode(v, m->raw, n);
-        else
-            proto_floats_decode(v, m->raw, n);
+        float *v = dense_decode(m->encoding, m->raw, n);
         m->values = v;
         return v;
     }
@@ -90,11 +97,7 @@ static void *prep_push(proto_push *m)
         m->values = vals;
         return blk;
     }
-    float *v = alloc_or_die(n * sizeof *v);
-    if (m->encoding == PROTO_ENC_FP16)
-        proto_fp16_decode(v, m->raw, n);
-    else
-        proto_floats_decode(v, m->raw, n);
+    float *v = dense_decode((uint8_t)m->encoding, m->raw, n);
     m->values = v;
     return v;
 }
