@@ -185,16 +185,17 @@ START_TEST(test_sync_equals_standalone)
 END_TEST
 
 /* Sync, one worker: two shards end with the same weights as one shard. */
-/* Standalone run of ray for 2 epochs, --slowdown `slow` (NULL: none):
- * its log (caller frees); the weights go to <dir>/<name>.f32. */
+/* Standalone run of lenet for 2 epochs (a model whose gradient is most of
+ * a step, also under ASan), --slowdown `slow` (NULL: none): its log
+ * (caller frees); the weights go to <dir>/<name>.f32. */
 static char *standalone_run(const char *name, const char *slow)
 {
     char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
     snprintf(wpath, sizeof wpath, "%s/%s.f32", g_cl.dir, name);
     cl_log_path(log, sizeof log, name);
-    const char *args[] = {"--standalone", "--model", "ray", "--train-images", g_cl.train_img,
+    const char *args[] = {"--standalone", "--model", "lenet", "--train-images", g_cl.train_img,
                           "--train-labels", g_cl.train_lbl, "--epochs", "2", "--batch", "32",
-                          "--seed", "7", "--save-weights", wpath,
+                          "--momentum", "0.5", "--seed", "7", "--save-weights", wpath,
                           slow ? "--slowdown" : NULL, slow, NULL};
     pid_t pid = cl_spawn("workerd", args, log);
     int st = cl_wait_exit(pid, RUN_MS);
@@ -204,8 +205,10 @@ static char *standalone_run(const char *name, const char *slow)
 }
 
 /* --slowdown 3 (an emulated box a third as fast): after each gradient the
- * worker sleeps twice its compute time, says so (slow_s=), and trains
- * exactly the same weights. */
+ * worker sleeps twice the gradient's compute time, says so (slow_s=), and
+ * trains exactly the same weights.  The epoch line has no gradient time of
+ * its own: time_s - comm_s - slow_s also holds the batch gathering, so the
+ * bound is 1.8x, not 2x. */
 START_TEST(test_slowdown)
 {
     cl_init(1, 1);
@@ -218,7 +221,7 @@ START_TEST(test_slowdown)
         ck_assert_msg(t && c && s, "%s", slow);
         double sl = strtod(s + 7, NULL);
         double compute = strtod(t + 7, NULL) - strtod(c + 7, NULL) - sl;
-        ck_assert_msg(compute > 0 && sl >= 1.95 * compute,
+        ck_assert_msg(compute > 0 && sl >= 1.8 * compute,
                       "epoch %d: slept %.4f s for %.4f s of compute (want 2x)", epochs + 1, sl,
                       compute);
         epochs++;
@@ -231,7 +234,7 @@ START_TEST(test_slowdown)
     size_t na = 0, nb = 0;
     ck_assert_int_eq(fixtures_file_read(a, &wa, &na), 0);
     ck_assert_int_eq(fixtures_file_read(b, &wb, &nb), 0);
-    ck_assert_msg(na == nb && na == NP * 4 && memcmp(wa, wb, na) == 0,
+    ck_assert_msg(na == nb && na > 0 && memcmp(wa, wb, na) == 0,
                   "--slowdown changed the trained weights");
     /* a bad factor is refused with the option's name */
     char log[FIXTURES_PATH_MAX + 32];
