@@ -20,7 +20,7 @@
 /* Decoders point at the encoded values inside the payload (raw); encoders
  * read floats (and, sparse, indices) from arrays.  Each prep builds what
  * re-encodes to the same bytes and returns what to free. */
-#define FUZZ_DENSE_MAX (1u << 20)
+#define FUZZ_DENSE_MAX (1u << 16)
 static char fuzz_skip_token;
 #define FUZZ_SKIP ((void *)&fuzz_skip_token)
 
