@@ -9,6 +9,7 @@
 #
 #   bench/net.sh [ROW...]     rows LINK:MODE:PUSH:PULL[:slow[:CC]], like
 #                             edge:async:topk:delta or none:sync:none:full:slow
+#                             (MODE async+overlap or ssp+overlap: job.overlap)
 #                             or poor:async:none:full::reno (CC: the hosts'
 #                             TCP congestion control; default the machine's,
 #                             bbr here; a namespace may only pick one of
@@ -45,6 +46,8 @@ poor:async:none:full poor:async:topk:topk poor:sync:topk:topk
 poor:async:none:full::reno poor:async:topk:topk::reno
 none:sync:none:full:slow none:async:none:full:slow none:ssp:none:full:slow
 edge:sync:topk:topk:slow edge:async:topk:topk:slow edge:ssp:topk:topk:slow
+none:async+overlap:topk:topk edge:async+overlap:topk:topk poor:async+overlap:topk:topk
+edge:async+overlap:topk:topk:slow
 "
 ROWS=${*:-${NET_ROWS:-$DEFAULT_ROWS}}
 
@@ -76,6 +79,8 @@ cur=""
 for row in $ROWS; do
     IFS=: read -r link mode push pull slow cc <<<"$row"
     slow=${slow:-}; cc=${cc:-}
+    shown=$mode overlap=""
+    case $mode in *+overlap) mode=${mode%+overlap}; overlap=", \"overlap\": true" ;; esac
     if [ "$link:$cc" != "$cur" ]; then
         "$NC" down "$TMP/c" >/dev/null 2>&1
         rm -rf "$TMP/c"
@@ -92,6 +97,7 @@ for row in $ROWS; do
     fi
     extra="\"epochs\": $EPOCHS, \"eval_every_steps\": $eval, \"target_accuracy\": $TARGET, \"augment_shift\": 2"
     [ "$mode" = ssp ] && extra="$extra, \"staleness\": 2"
+    extra="$extra$overlap"
     tk=""
     [ "$push" = topk ] || [ "$pull" = topk ] && tk=", \"topk_percent\": 1"
     [ "$push" != none ] || [ "$pull" != full ] &&
@@ -106,7 +112,7 @@ for row in $ROWS; do
     if [ -z "$out" ]; then
         why=$(echo "$all" | tail -n 3 | tr '\n' ' ')
         echo "bench=net row=$row FAILED: $why"
-        echo "| $link | - | $mode | $push | $pull | ${slow:+w2 x3} | FAILED: ${why//|/ } |" >>"$RESULTS"
+        echo "| $link | - | $shown | $push | $pull | ${slow:+w2 x3} | FAILED: ${why//|/ } |" >>"$RESULTS"
         continue
     fi
     echo "bench=net row=$row $out"

@@ -39,7 +39,7 @@ static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
                                         "eval_every_s", "target_accuracy", "augment_shift",
-                                        "optimizer", "compression", NULL };
+                                        "overlap", "optimizer", "compression", NULL };
 static const char *const compression_keys[] = { "push", "topk_percent", "pull", NULL };
 static const char *const push_enc_names[PLACEMENT_PUSH_MAX] = { "none", "fp16", "topk" };
 static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta",
@@ -651,6 +651,14 @@ static int parse_job(pctx *c, const cJSON *o, placement *p)
         j->staleness = (long)ll;
     } else if (cJSON_GetObjectItemCaseSensitive(o, "staleness")) {
         return not_used(c, b, "staleness", why);
+    }
+
+    /* overlap: async and ssp only (a sync step needs the current weights) */
+    if (j->mode != PLACEMENT_MODE_SYNC) {
+        if (field_bool(c, o, b, "overlap", &j->overlap) < 0)
+            return -1;
+    } else if (cJSON_GetObjectItemCaseSensitive(o, "overlap")) {
+        return not_used(c, b, "overlap", why);
     }
 
     /* barrier timeout: sync only */

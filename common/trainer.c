@@ -94,6 +94,7 @@ void trainer_free(trainer *t)
 {
     free(t->params);
     free(t->grad);
+    free(t->grad_alt);
     free(t->x);
     free(t->y);
     free(t->order);
@@ -104,6 +105,10 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                       size_t errlen)
 {
     memset(st, 0, sizeof(*st));
+    if (t->overlap && !t->grad_alt && !(t->grad_alt = malloc(t->m->nparams * sizeof(float)))) {
+        snprintf(err, errlen, "out of memory for the second gradient buffer");
+        return -1;
+    }
     size_t count = t->hi - t->lo;
     dataset_shuffle(t->order, count, t->lo, t->seed, (uint64_t)epoch);
     double t0 = trainer_now();
@@ -112,15 +117,23 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
             break;
         int n = (int)(count - off < (size_t)t->batch ? count - off : (size_t)t->batch);
         uint64_t version;
-        double c0 = trainer_now();
-        int rc = t->be.pull(t->be.ctx, t->params, &version, err, errlen);
-        st->comm_seconds += trainer_now() - c0;
-        if (rc == TRAINER_FINISHED) {
-            t->finished = 1;
-            break;
+        double c0;
+        int rc;
+        if (t->overlap && t->ahead) { /* pulled while the last gradient was computed */
+            version = t->ahead_version;
+            t->ahead = 0;
+        } else {
+            c0 = trainer_now();
+            rc = t->be.pull(t->be.ctx, t->params, &version, err, errlen);
+            st->comm_seconds += trainer_now() - c0;
+            t->inflight = 0;
+            if (rc == TRAINER_FINISHED) {
+                t->finished = 1;
+                break;
+            }
+            if (rc != 0)
+                return -1;
         }
-        if (rc != 0)
-            return -1;
         dataset_gather(t->train, t->order + off, (size_t)n, t->x, t->y);
         dataset_augment_shift(t->train, t->x, t->order + off, (size_t)n, t->augment_shift,
                               t->seed, (uint64_t)epoch);
@@ -131,6 +144,20 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         if (t->slowdown > 1.0f)
             st->slow_seconds += trainer_sleep((double)(t->slowdown - 1.0f) * (trainer_now() - c0));
         c0 = trainer_now();
+        if (t->overlap && t->inflight) {
+            /* the last push's reply and the weights behind it: the next
+             * step's; this gradient goes out computed on the ones before */
+            rc = t->be.pull(t->be.ctx, t->params, &t->ahead_version, err, errlen);
+            t->inflight = 0;
+            if (rc == TRAINER_FINISHED) { /* the last push was not applied */
+                st->comm_seconds += trainer_now() - c0;
+                t->finished = 1;
+                break;
+            }
+            if (rc != 0)
+                return -1;
+            t->ahead = 1;
+        }
         rc = t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen);
         st->comm_seconds += trainer_now() - c0;
         if (rc == TRAINER_FINISHED) { /* not applied: not counted */
@@ -139,6 +166,16 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         }
         if (rc != 0)
             return -1;
+        if (t->overlap) {
+            float *g = t->grad; /* in flight: the next gradient goes to the other buffer */
+            t->grad = t->grad_alt;
+            t->grad_alt = g;
+            t->inflight = 1;
+            if (!t->ahead) { /* train on these weights again while it travels */
+                t->ahead = 1;
+                t->ahead_version = version;
+            }
+        }
         t->step++;
         t->samples += (size_t)n;
         st->steps++;
@@ -163,6 +200,11 @@ int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *a
     uint64_t version;
     if (t->be.pull(t->be.ctx, t->params, &version, err, errlen) < 0)
         return -1;
+    if (t->overlap) { /* the freshest weights: the next step trains on them */
+        t->inflight = 0;
+        t->ahead = 1;
+        t->ahead_version = version;
+    }
     size_t in = (size_t)t->m->in_c * t->m->in_h * t->m->in_w;
     if ((size_t)ds->rows * (size_t)ds->cols != in) {
         snprintf(err, errlen, "test images are %dx%d, model %s takes %dx%d", ds->rows,

@@ -23,11 +23,12 @@
  * -1 with a message. */
 typedef struct param_backend {
     void *ctx;
-    /* Fill params (nparams) with the current weights; *version gets their
-     * version. */
+    /* Fill params (nparams) with the current weights; *version gets what
+     * names them to push (their version; for workerd's remote backend the
+     * pull call's number, docs in workerd/remote.h). */
     int (*pull)(void *ctx, float *params, uint64_t *version, char *err, size_t errlen);
-    /* Hand over grad (nparams), the mean over `samples` examples, computed at
-     * weights of `version` by this worker's step `step`. */
+    /* Hand over grad (nparams), the mean over `samples` examples, computed
+     * on the weights a pull named `version` by this worker's step `step`. */
     int (*push)(void *ctx, const float *grad, uint64_t version, long step, int samples,
                 char *err, size_t errlen);
 } param_backend;
@@ -58,6 +59,18 @@ typedef struct trainer {
     float slowdown;    /* >= 1: after each gradient, sleep (slowdown - 1)
                         * times its compute time, as a box this many times
                         * slower would take (1 after trainer_init) */
+    /* Overlap (set after trainer_init; for a backend whose push may return
+     * before the shards have the gradient, like workerd's with
+     * job.overlap): the next gradient is computed on the weights at hand
+     * while the last push and the weights pulled behind it are on the wire,
+     * and those weights are taken after it.  Each gradient is then one step
+     * staler; the two gradient buffers alternate, so the one in flight stays
+     * intact (a reconnect sends it again). */
+    int overlap;
+    float *grad_alt;   /* overlap: the other gradient buffer (nparams) */
+    int inflight;      /* overlap: a push whose weights the next pull brings */
+    int ahead;         /* overlap: params hold weights not trained on yet */
+    uint64_t ahead_version;
     /* Called after every step (may be NULL; set after trainer_init):
      * returns 0 to go on, TRAINER_FINISHED to stop, -1 to fail with a
      * message in err. */

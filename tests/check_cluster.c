@@ -782,6 +782,98 @@ START_TEST(test_async_shard_kill9_pipelined)
 }
 END_TEST
 
+/* One async worker and one shard, with and without job.overlap: the shard
+ * applied exactly the worker's steps either way (none lost, none twice)
+ * and the model learns; with overlap each gradient was computed while the
+ * one before was on the wire, so it reaches the shard one version stale
+ * (the last push's staleness is 1), without overlap it is fresh (0). */
+START_TEST(test_async_overlap)
+{
+    for (int overlap = 0; overlap <= 1; overlap++) {
+        g_momentum = "0.5";
+        cl_init(1, 1);
+        cl_conf_write("async", overlap ? "\"epochs\": 3, \"overlap\": true" : "\"epochs\": 3");
+        cl_psd_start(0, 1);
+        cl_worker_start(0, "--verbose");
+        char *l = cl_worker_wait_ok(0, RUN_MS);
+        char want[32];
+        snprintf(want, sizeof want, "overlap=%d", overlap);
+        ck_assert_msg(strstr(l, want), "no %s in:\n%s", want, cl_tail(l));
+        unsigned long long steps = epoch_sum(l, "steps=");
+        ck_assert_msg(steps > 30 && cl_last_test_acc(l) > 50.0, "overlap %d: %llu steps:\n%s",
+                      overlap, steps, cl_tail(l));
+        cJSON *j = cl_shard_status(0);
+        double pushes = cJSON_GetObjectItemCaseSensitive(j, "pushes")->valuedouble;
+        double version = cJSON_GetObjectItemCaseSensitive(j, "version")->valuedouble;
+        const cJSON *w = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "workers"), 0);
+        ck_assert(w != NULL);
+        double stale = cJSON_GetObjectItemCaseSensitive(w, "staleness")->valuedouble;
+        ck_assert_msg(pushes == (double)steps && version == (double)steps,
+                      "overlap %d: %llu steps, the shard applied %.0f pushes (version %.0f)",
+                      overlap, steps, pushes, version);
+        ck_assert_msg(stale == overlap, "overlap %d: the last push was %.0f versions stale",
+                      overlap, stale);
+        cJSON_Delete(j);
+        free(l);
+        cl_teardown();
+    }
+}
+END_TEST
+
+/* Overlap with 2 shards x 2 workers, top-k both ways and checkpoints:
+ * shard 1 is killed with SIGKILL while pushes are out unacknowledged and
+ * started again from its checkpoint; the workers send those pushes again
+ * (or learn from the WELCOME that the shard had them), finish every epoch
+ * and never see a reply they did not expect.  Momentum 0: the extra step
+ * of staleness acts as momentum of its own (0.5 on top drifts off over
+ * these 300 epochs). */
+START_TEST(test_overlap_shard_kill9)
+{
+    g_momentum = "0";
+    cl_init(2, 2);
+    cl_conf_write("async", "\"epochs\": 300, \"checkpoint_interval_s\": 1, \"overlap\": true, "
+                           "\"compression\": {\"push\": \"topk\", \"pull\": \"topk\", "
+                           "\"topk_percent\": 10}");
+    cl_psd_start_args(0, 1, 0);
+    cl_psd_start_args(1, 1, 0);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    char p1[FIXTURES_PATH_MAX + 32];
+    cl_log_path(p1, sizeof p1, "ps1");
+    double end = psc_now() + 30;
+    for (;;) {
+        char *l = cl_file_text(p1);
+        int up = strstr(l, "checkpoint: version") != NULL;
+        free(l);
+        if (up)
+            break;
+        ck_assert_msg(psc_now() < end, "shard 1 wrote no checkpoint");
+        usleep(20000);
+    }
+    kill(g_cl.psd[1], SIGKILL);
+    ck_assert_int_eq(cl_wait_exit(g_cl.psd[1], 5000), 128 + SIGKILL);
+    ck_assert_int_eq(cl_wait_exit(g_cl.worker[0], 0), -1);
+    ck_assert_int_eq(cl_wait_exit(g_cl.worker[1], 0), -1);
+    cl_psd_start_args(1, 1, 0);
+    char *l[2];
+    l[0] = cl_worker_wait_ok(0, RUN_MS);
+    l[1] = cl_worker_wait_ok(1, RUN_MS);
+    for (int w = 0; w < 2; w++) {
+        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 300, "w%d:\n%s", w, cl_tail(l[w]));
+        ck_assert_msg(strstr(l[w], "retrying") && !strstr(l[w], "unexpected") &&
+                          !strstr(l[w], "bad ACK") && !strstr(l[w], "bad WEIGHTS") &&
+                          !strstr(l[w], "a delta WEIGHTS against"),
+                      "w%d:\n%s", w, cl_tail(l[w]));
+    }
+    double acc = cl_last_test_acc(l[0]);
+    ck_assert_msg(acc > 50.0, "accuracy %.2f after the restart", acc);
+    cl_expect_finished(0, "all 2 workers done", 0);
+    cl_expect_finished(1, "all 2 workers done", 0);
+    free(l[0]);
+    free(l[1]);
+}
+END_TEST
+
 /* Async with a cluster key and fp16 both ways: the PULL behind each PUSH
  * is sealed after it (the session's counters stay in step), the workers
  * train and finish, and nothing fails to open on either side. */
@@ -844,6 +936,8 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_ssp_pipelined_pull);
     tcase_add_test(tc, test_async_shard_kill9_pipelined);
     tcase_add_test(tc, test_async_key_pipelined);
+    tcase_add_test(tc, test_async_overlap);
+    tcase_add_test(tc, test_overlap_shard_kill9);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -279,6 +279,11 @@ START_TEST(test_default_evaluator)
     ck_assert_int_eq(p.nodes[3].evaluate, 1);
     ck_assert(p.job.target_accuracy == 97.5);
     ck_assert_int_eq(p.job.augment_shift, 2);
+    ck_assert_int_eq(p.job.overlap, 0); /* the default */
+    placement_free(&p);
+    doc_ok("\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"overlap\": true", NULL,
+           NULL, &p);
+    ck_assert_int_eq(p.job.overlap, 1);
     placement_free(&p);
 }
 END_TEST
@@ -443,6 +448,11 @@ static const bad_case bad_cases[] = {
       .want = "job.staleness: expected an integer 0..1000000, got -1" },
     { .job = "\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"barrier_timeout_ms\": 10",
       .want = "job.barrier_timeout_ms: not used when mode is \"async\"" },
+    { .job = JOB_OK ", \"overlap\": true",
+      .want = "job.overlap: not used when mode is \"sync\"" },
+    { .job = "\"model\": \"ray\", \"mode\": \"ssp\", \"staleness\": 1, \"epochs\": 1, "
+             "\"overlap\": 1",
+      .want = "job.overlap: expected true or false, got 1" },
     { .job = JOB_OK ", \"barrier_timeout_ms\": 0",
       .want = "job.barrier_timeout_ms: expected an integer 1..86400000, got 0" },
     { .job = "\"model\": \"ray\", \"mode\": \"sync\"",

@@ -518,6 +518,7 @@ static int run_placement(workerd_opts *o)
         goto out;
     tr.augment_shift = job->augment_shift;
     tr.slowdown = o->slowdown;
+    tr.overlap = rb.overlap;
     worker_eval ev = {.o = o, .job = job, .rb = &rb, .test = have_test ? &test : NULL,
                       .last_step = -1};
     tr.after_step = worker_after_step;
@@ -532,9 +533,9 @@ static int run_placement(workerd_opts *o)
 
     remote_log(&rb, REMOTE_LOG_INFO,
                "placement %s: model=%s params=%zu mode=%s shards=%d part=%d/%d (%zu examples) "
-               "batch=%d threads=%d simd=%s evaluate=%d",
+               "batch=%d threads=%d simd=%s evaluate=%d overlap=%d",
                pl.source, m.name, m.nparams, placement_mode_name(job->mode), pl.nshards, me->part,
-               pl.data.parts, tr.hi - tr.lo, job->batch, threads, k->name, have_test);
+               pl.data.parts, tr.hi - tr.lo, job->batch, threads, k->name, have_test, tr.overlap);
     int rc = remote_connect(&rb, o->connect_timeout_s, err, sizeof err);
     if (rc == REMOTE_STOPPED) {
         exit_code = 0;

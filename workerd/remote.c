@@ -195,7 +195,7 @@ static int enc_push(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
     proto_push p;
     memset(&p, 0, sizeof p);
     p.seq = c->push_seq;
-    p.base_version = c->version;
+    p.base_version = c->push_base;
     p.step = (uint64_t)r->push_step;
     p.samples = (uint32_t)r->push_samples;
     p.lo = c->lo;
@@ -710,7 +710,9 @@ static int remote_run(remote *r, double timeout_s, char *err, size_t errlen)
                 break;
             if (c->state == REMOTE_CONN_DOWN && c->retry_at < wake)
                 wake = c->retry_at;
-            if (!c->op_done)
+            if (!c->op_done && !(r->until_sent && c->op == REMOTE_OP_PUSH &&
+                                 (c->state == REMOTE_CONN_PIPE || c->state == REMOTE_CONN_AHEAD) &&
+                                 c->out_len == 0))
                 all = 0;
         }
         if (r->fatal)
@@ -789,10 +791,28 @@ static void ops_set(remote *r, remote_op op, int only)
 
 /* ------------------------------------------------------------ backend */
 
+/* job.overlap: wait for the ACKs of the push that went out without them
+ * (the ops it set are still in place: a connection lost meanwhile sends
+ * the push again, or learns from the WELCOME that the shard has it). */
+static int push_settle(remote *r, double timeout_s, char *err, size_t errlen)
+{
+    if (!r->push_pending)
+        return 0;
+    int rc = remote_run(r, timeout_s, err, errlen);
+    if (rc == 0) {
+        r->push_pending = 0;
+        r->push_grad = NULL;
+    }
+    return rc;
+}
+
 static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err,
                           size_t errlen)
 {
     remote *r = ctx;
+    int settled = r->push_pending;
+    if (push_settle(r, 0, err, errlen) != 0)
+        return -1;
     ops_set(r, REMOTE_OP_PULL, -1);
     for (int i = 0; i < r->nshards; i++) {
         remote_conn *c = &r->c[i];
@@ -808,20 +828,33 @@ static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err
     if (rc != 0)
         return -1;
     memcpy(params, r->cache, r->nparams * sizeof(float));
-    *version = r->c[0].version;
-    return 0;
+    r->pulls++;
+    for (int i = 0; i < r->nshards; i++)
+        r->c[i].pulled[r->pulls % REMOTE_PULLS_KEPT] = r->c[i].version;
+    *version = r->pulls;
+    /* the push settled here was answered FINISHED: not applied */
+    return settled && r->finished ? TRAINER_FINISHED : 0;
 }
 
 static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long step,
                           int samples, char *err, size_t errlen)
 {
     remote *r = ctx;
+    int settled = r->push_pending;
+    if (push_settle(r, 0, err, errlen) != 0)
+        return -1;
+    if (settled && r->finished)
+        return TRAINER_FINISHED;
     r->push_grad = grad;
     r->push_step = step;
     r->push_samples = samples > 0 ? samples : 1;
+    /* the version of every slice of the weights this gradient was computed
+     * on: pull call #version's (the cache's if that is unknown) */
+    int known = version >= 1 && version <= r->pulls && r->pulls - version < REMOTE_PULLS_KEPT;
     for (int i = 0; i < r->nshards; i++) {
         remote_conn *c = &r->c[i];
         size_t n = c->hi - c->lo;
+        c->push_base = known ? c->pulled[version % REMOTE_PULLS_KEPT] : c->version;
         c->push_seq = 0;
         c->push_enc = PROTO_ENC_FP32;
         c->push_count = 0;
@@ -849,10 +882,18 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
         }
     }
     ops_set(r, REMOTE_OP_PUSH, -1);
+    r->until_sent = r->overlap;
     int rc = remote_run(r, 0, err, errlen);
-    r->push_grad = NULL;
-    if (rc != 0)
+    r->until_sent = 0;
+    if (rc != 0) {
+        r->push_grad = NULL;
         return -1;
+    }
+    for (int i = 0; r->overlap && i < r->nshards; i++)
+        if (!r->c[i].op_done)
+            r->push_pending = 1; /* push_grad stays: a reconnect sends it again */
+    if (!r->push_pending)
+        r->push_grad = NULL;
     return r->finished ? TRAINER_FINISHED : 0;
 }
 
@@ -873,6 +914,9 @@ int remote_connect(remote *r, double timeout_s, char *err, size_t errlen)
 
 int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen)
 {
+    int rc = push_settle(r, 0, err, errlen);
+    if (rc != 0)
+        return rc;
     r->report = *rep;
     ops_set(r, REMOTE_OP_REPORT, 0);
     return remote_run(r, 0, err, errlen);
@@ -880,6 +924,9 @@ int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen)
 
 int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, size_t errlen)
 {
+    int rc = push_settle(r, timeout_s, err, errlen);
+    if (rc != 0)
+        return rc;
     r->done = *d;
     ops_set(r, REMOTE_OP_DONE, -1);
     return remote_run(r, timeout_s, err, errlen);
@@ -907,6 +954,7 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     snprintf(r->model, sizeof r->model, "%s", m->name);
     r->nparams = m->nparams;
     r->mode = p->job.mode;
+    r->overlap = p->job.overlap && p->job.mode != PLACEMENT_MODE_SYNC;
     r->stop = stop;
     /* The jitter only spreads reconnects of many workers apart; it does not
      * touch training, so a per-process seed is fine here. */

@@ -18,9 +18,15 @@
  * the next pull (training or evaluation) only waits for those WEIGHTS
  * instead of sending a PULL of its own: one round trip per step instead of
  * two.  A connection lost before they arrived pulls again the normal way.
+ * With job.overlap a push returns as soon as its frames (PULL included) are
+ * written, without the ACKs: the worker computes its next gradient while
+ * they travel, and the next call (pull, push, report, done) first waits for
+ * them; the gradient stays the caller's until then (a reconnect sends it
+ * again).
  * STALE and DUPLICATE acks are counted and logged at DEBUG, never fatal.
- * The trainer's single `version` is not used: each shard's version is kept
- * here and pushed as that shard's base_version.
+ * The `version` a pull hands the trainer is the pull call's number: a push
+ * naming it sends each shard the version of the slice that pull delivered
+ * as its base_version (with overlap that is the pull before the last).
  *
  * With a cluster key (remote_set_key; docs/security.md) each connection
  * says HELLO with a nonce, checks the shard's proof in the WELCOME (a
@@ -48,6 +54,7 @@
 #define REMOTE_BACKOFF_MIN_MS 100 /* first retry delay */
 #define REMOTE_BACKOFF_MAX_MS 5000
 #define REMOTE_CONNECT_MS 3000    /* one connect attempt gives up after this */
+#define REMOTE_PULLS_KEPT 4       /* pull calls whose shard versions a push can name */
 
 typedef enum remote_log_level {
     REMOTE_LOG_DEBUG = 0,
@@ -102,6 +109,8 @@ typedef struct remote_conn {
     int sealed;                      /* AUTH sent: every frame sealed both ways */
     /* parameters */
     uint64_t version;                /* version of the slice in the cache */
+    uint64_t pulled[REMOTE_PULLS_KEPT]; /* version handed out by pull call #n at [n % KEPT] */
+    uint64_t push_base;              /* the push's base_version: its weights' version here */
     int have;                        /* the cache holds this shard's slice */
     int copy_lost;                   /* have was dropped: the next PULL is not a delta */
     uint64_t want_min;               /* sync: min_version of the next PULL (0: now) */
@@ -131,6 +140,7 @@ typedef struct remote {
     size_t nparams;
     placement_mode mode;
     int nshards;
+    uint64_t pulls;                     /* pull calls completed */
     remote_conn *c;                     /* nshards (owned) */
     float *cache;                       /* nparams: the weights last pulled (owned) */
     volatile sig_atomic_t *stop;        /* the caller's stop flag (may be NULL) */
@@ -147,6 +157,11 @@ typedef struct remote {
     uint32_t *ef_idx;                   /* nparams: topk indices, shard s's at c[s].lo */
     float *ef_vals;                     /* nparams: their values, likewise */
     uint32_t *ef_work;                  /* the largest slice's uint32: topk scratch */
+    /* job.overlap (async/ssp): push returns once its frames are written;
+     * the next call first waits for their ACKs (push_settle) */
+    int overlap;
+    int push_pending;                   /* a push is out, its ACKs not all in */
+    int until_sent;                     /* remote_run: a PUSH is done once written */
     /* arguments of the call in progress */
     const float *push_grad;
     long push_step;
