@@ -10,11 +10,9 @@
 #   bench/net.sh [ROW...]     rows LINK:MODE:PUSH:PULL[:slow[:CC]], like
 #                             edge:async:topk:delta or none:sync:none:full:slow
 #                             (MODE async+overlap or ssp+overlap: job.overlap)
-#                             or poor:async:none:full::reno (CC: the hosts'
-#                             TCP congestion control; default the machine's,
-#                             bbr here; a namespace may only pick one of
-#                             net.ipv4.tcp_allowed_congestion_control, reno
-#                             and bbr here, so the loss-based rows use reno);
+#                             or poor:async:none:full::cubic (CC: the job's
+#                             TCP congestion control, job.tcp_congestion;
+#                             default the machine's, bbr here);
 #                             default: NET_ROWS or the built-in list below
 #
 # Prints one line per run and then a table:
@@ -81,23 +79,26 @@ for row in $ROWS; do
     slow=${slow:-}; cc=${cc:-}
     shown=$mode overlap=""
     case $mode in *+overlap) mode=${mode%+overlap}; overlap=", \"overlap\": true" ;; esac
-    if [ "$link:$cc" != "$cur" ]; then
+    if [ "$link" != "$cur" ]; then
         "$NC" down "$TMP/c" >/dev/null 2>&1
         rm -rf "$TMP/c"
-        NC_TCP_CC=$cc "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
-        cur=$link:$cc
+        "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
+        cur=$link
     fi
-    cc_now=$(grep '^NC_TCP_CC=' "$TMP/c/cluster.env" | cut -d= -f2)
+    cc_now=${cc:-$(grep '^NC_TCP_CC=' "$TMP/c/cluster.env" | cut -d= -f2)}
     # 9000 examples in 3 parts, batch 64: 47 steps per worker and epoch
     steps_epoch=$(( (9000 / 3 + BATCH - 1) / BATCH ))
     if [ "$mode" = sync ]; then
         lr=${NET_SYNC_LR:-0.05}; mom=${NET_SYNC_MOMENTUM:-0.9}; total=$((EPOCHS * steps_epoch)); eval=15
     else # every worker's gradient is a version: 3x the versions of sync
         lr=${NET_ASYNC_LR:-0.05}; mom=${NET_ASYNC_MOMENTUM:-0.5}; total=$((3 * EPOCHS * steps_epoch)); eval=45
+        # overlap: one more step of staleness, which acts as momentum itself
+        [ -n "$overlap" ] && mom=${NET_OVERLAP_MOMENTUM:-0.5}
     fi
     extra="\"epochs\": $EPOCHS, \"eval_every_steps\": $eval, \"target_accuracy\": $TARGET, \"augment_shift\": 2"
     [ "$mode" = ssp ] && extra="$extra, \"staleness\": 2"
     extra="$extra$overlap"
+    [ -n "$cc" ] && extra="$extra, \"tcp_congestion\": \"$cc\""
     tk=""
     [ "$push" = topk ] || [ "$pull" = topk ] && tk=", \"topk_percent\": 1"
     [ "$push" != none ] || [ "$pull" != full ] &&

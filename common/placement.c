@@ -39,7 +39,8 @@ static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
                                         "eval_every_s", "target_accuracy", "augment_shift",
-                                        "overlap", "optimizer", "compression", NULL };
+                                        "overlap", "tcp_congestion", "optimizer", "compression",
+                                        NULL };
 static const char *const compression_keys[] = { "push", "topk_percent", "pull", NULL };
 static const char *const push_enc_names[PLACEMENT_PUSH_MAX] = { "none", "fp16", "topk" };
 static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta",
@@ -659,6 +660,22 @@ static int parse_job(pctx *c, const cJSON *o, placement *p)
             return -1;
     } else if (cJSON_GetObjectItemCaseSensitive(o, "overlap")) {
         return not_used(c, b, "overlap", why);
+    }
+
+    /* tcp_congestion: a Linux congestion control name (checked where it is
+     * used: which ones a host has is the host's business) */
+    const char *want_cc = "a TCP congestion control name like \"cubic\" (1..15 of a-z 0-9 _)";
+    if ((r = field_str(c, o, b, "tcp_congestion", want_cc, &s)) < 0)
+        return -1;
+    if (r) {
+        size_t n = strlen(s);
+        int okc = n < sizeof j->tcp_congestion;
+        for (size_t i = 0; okc && i < n; i++)
+            okc = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_';
+        if (!okc)
+            return bad(c, "job.tcp_congestion", cJSON_GetObjectItemCaseSensitive(o, "tcp_congestion"),
+                       want_cc);
+        memcpy(j->tcp_congestion, s, n + 1);
     }
 
     /* barrier timeout: sync only */

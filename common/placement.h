@@ -104,6 +104,8 @@ typedef struct placement_job {
     long eval_every_s;         /* 0: off */
     double target_accuracy;    /* percent: the job ends when an evaluation reaches it; 0: off */
     int augment_shift;         /* random shifts of training images, pixels (0: none) */
+    char tcp_congestion[16];   /* TCP congestion control of every connection ("": the
+                                * host's default) */
     int overlap;               /* async/ssp: workers compute the next gradient while
                                 * the last push and its weights are on the wire */
     placement_compression compression; /* job.compression */

@@ -2,6 +2,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,4 +117,45 @@ int util_file_write_atomic(const char *path, const uint8_t *buf, size_t len, cha
         close(dfd);
     }
     return 0;
+}
+
+/* The first line of a /proc file, without the newline ("?" if unreadable). */
+static void proc_line(const char *path, char *buf, size_t len)
+{
+    snprintf(buf, len, "?");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fgets(buf, (int)len, f))
+        buf[strcspn(buf, "\n")] = 0;
+    fclose(f);
+}
+
+int util_tcp_congestion(int fd, const char *name, char *err, size_t errlen)
+{
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)strlen(name)) == 0)
+        return 0;
+    int e = errno;
+    char avail[256], allowed[256];
+    proc_line("/proc/sys/net/ipv4/tcp_available_congestion_control", avail, sizeof avail);
+    proc_line("/proc/sys/net/ipv4/tcp_allowed_congestion_control", allowed, sizeof allowed);
+    snprintf(err, errlen,
+             "TCP congestion control \"%s\" cannot be used here: %s (this host has: %s; "
+             "without CAP_NET_ADMIN only: %s)",
+             name, strerror(e), avail, allowed);
+    return -1;
+}
+
+int util_tcp_congestion_check(const char *name, char *err, size_t errlen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open a TCP socket: %s", strerror(errno));
+        return -1;
+    }
+    int rc = util_tcp_congestion(fd, name, err, errlen);
+    close(fd);
+    return rc;
 }

@@ -25,4 +25,13 @@ int util_parse_float(const char *s, float min, float max, float *out);
 int util_file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
                            size_t errlen);
 
+/* Make TCP socket fd use congestion control `name` (TCP_CONGESTION).
+ * Returns 0, or -1 with a message that says what this host offers (an
+ * unprivileged process may only pick one of
+ * net.ipv4.tcp_allowed_congestion_control). */
+int util_tcp_congestion(int fd, const char *name, char *err, size_t errlen);
+
+/* The same on a throwaway socket: can this process use `name`? */
+int util_tcp_congestion_check(const char *name, char *err, size_t errlen);
+
 #endif

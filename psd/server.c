@@ -45,6 +45,7 @@
 #include "proto.h"
 #include "secure.h"
 #include "shard.h"
+#include "util.h"
 
 #define PS_READ_BUF (64u << 10)     /* per-connection read buffer */
 #define PS_TICK_MS 100              /* housekeeping period */
@@ -1988,6 +1989,16 @@ static int ps_listen(psd_server *s, char *err, size_t errlen)
     }
     s->listener.data = s;
     rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0 && s->job->tcp_congestion[0]) { /* accepted connections inherit it */
+        uv_os_fd_t fd;
+        char e2[512];
+        if (uv_fileno((uv_handle_t *)&s->listener, &fd) != 0 ||
+            util_tcp_congestion(fd, s->job->tcp_congestion, e2, sizeof e2) != 0) {
+            snprintf(err, errlen, "job.tcp_congestion: %s", e2);
+            uv_close((uv_handle_t *)&s->listener, ps_handle_noop_cb);
+            return -1;
+        }
+    }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 128, listener_cb);
     if (rc != 0) {

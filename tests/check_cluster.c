@@ -874,6 +874,75 @@ START_TEST(test_overlap_shard_kill9)
 }
 END_TEST
 
+/* job.tcp_congestion: both ends of every connection use the named
+ * congestion control (reno, which every host allows; this machine's
+ * default is bbr, a Debian box's cubic), as ss(8) shows mid-run; a name
+ * the host does not have stops psd and workerd at start, saying so. */
+START_TEST(test_tcp_congestion)
+{
+    g_momentum = "0.5";
+    cl_init(1, 2);
+    cl_conf_write("async", "\"epochs\": 100000, \"tcp_congestion\": \"reno\"");
+    cl_psd_start(0, 1);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    double end = psc_now() + 30;
+    for (;;) { /* both workers connected and training */
+        cJSON *j = cl_shard_status(0);
+        int going = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "workers")) == 2 &&
+                    cJSON_GetObjectItemCaseSensitive(j, "pushes")->valuedouble >= 10;
+        cJSON_Delete(j);
+        if (going)
+            break;
+        ck_assert_msg(psc_now() < end, "the workers did not start training");
+        usleep(50000);
+    }
+    char cmd[160];
+    snprintf(cmd, sizeof cmd,
+             "ss -tinH state established '( sport = :%d or dport = :%d )' 2>&1", g_cl.port[0],
+             g_cl.port[0]);
+    FILE *f = popen(cmd, "r");
+    ck_assert_msg(f != NULL, "cannot run ss");
+    char line[4096], all[16384] = "";
+    int reno = 0, other = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strlen(all) + strlen(line) < sizeof all)
+            strcat(all, line);
+        if (line[0] != ' ' && line[0] != '\t')
+            continue; /* the address line; the details follow indented */
+        char cc[32] = "";
+        if (sscanf(line, " %31s", cc) == 1 && strcmp(cc, "reno") == 0)
+            reno++;
+        else
+            other++;
+    }
+    pclose(f);
+    /* two workers, both ends of each connection */
+    ck_assert_msg(reno >= 4 && other == 0, "%d reno, %d other connections:\n%s", reno, other, all);
+
+    kill(g_cl.worker[0], SIGKILL);
+    kill(g_cl.worker[1], SIGKILL);
+    kill(g_cl.psd[0], SIGKILL);
+    ck_assert_int_eq(cl_wait_exit(g_cl.psd[0], 5000), 128 + SIGKILL);
+    cl_conf_write("async", "\"epochs\": 1, \"tcp_congestion\": \"nosuchcc\"");
+    cl_psd_start(0, 0);
+    cl_worker_start(0, NULL);
+    const char *who[2] = {"ps0", "w0"};
+    pid_t pid[2] = {g_cl.psd[0], g_cl.worker[0]};
+    for (int i = 0; i < 2; i++) {
+        int st = cl_wait_exit(pid[i], 10000);
+        char log[FIXTURES_PATH_MAX + 32];
+        cl_log_path(log, sizeof log, who[i]);
+        char *l = cl_file_text(log);
+        ck_assert_msg(st > 0 && st < 128 && strstr(l, "job.tcp_congestion") &&
+                          strstr(l, "\"nosuchcc\" cannot be used here") &&
+                          strstr(l, "this host has: "),
+                      "%s exited with %d:\n%s", who[i], st, l);
+        free(l);
+    }
+}
+END_TEST
+
 /* Async with a cluster key and fp16 both ways: the PULL behind each PUSH
  * is sealed after it (the session's counters stay in step), the workers
  * train and finish, and nothing fails to open on either side. */
@@ -938,6 +1007,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_async_key_pipelined);
     tcase_add_test(tc, test_async_overlap);
     tcase_add_test(tc, test_overlap_shard_kill9);
+    tcase_add_test(tc, test_tcp_congestion);
     suite_add_tcase(s, tc);
     return s;
 }

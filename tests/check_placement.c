@@ -284,6 +284,10 @@ START_TEST(test_default_evaluator)
     doc_ok("\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"overlap\": true", NULL,
            NULL, &p);
     ck_assert_int_eq(p.job.overlap, 1);
+    ck_assert_str_eq(p.job.tcp_congestion, ""); /* the host's */
+    placement_free(&p);
+    doc_ok(JOB_OK ", \"tcp_congestion\": \"cubic\"", NULL, NULL, &p);
+    ck_assert_str_eq(p.job.tcp_congestion, "cubic");
     placement_free(&p);
 }
 END_TEST
@@ -448,6 +452,13 @@ static const bad_case bad_cases[] = {
       .want = "job.staleness: expected an integer 0..1000000, got -1" },
     { .job = "\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"barrier_timeout_ms\": 10",
       .want = "job.barrier_timeout_ms: not used when mode is \"async\"" },
+    { .job = JOB_OK ", \"tcp_congestion\": \"Cubic\"",
+      .want = "job.tcp_congestion: expected a TCP congestion control name like \"cubic\" (1..15 "
+              "of a-z 0-9 _), got \"Cubic\"" },
+    { .job = JOB_OK ", \"tcp_congestion\": \"abcdefghijklmnop\"",
+      .want = "job.tcp_congestion: expected a TCP congestion control name" },
+    { .job = JOB_OK ", \"tcp_congestion\": \"\"",
+      .want = "job.tcp_congestion: expected a TCP congestion control name" },
     { .job = JOB_OK ", \"overlap\": true",
       .want = "job.overlap: not used when mode is \"sync\"" },
     { .job = "\"model\": \"ray\", \"mode\": \"ssp\", \"staleness\": 1, \"epochs\": 1, "

@@ -1,5 +1,6 @@
 /* remote.c - see remote.h. */
 #include "remote.h"
+#include "util.h"
 
 #include "compress.h"
 
@@ -269,6 +270,9 @@ static void conn_start(remote *r, remote_conn *c)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char e2[512];
+    if (r->tcp_congestion[0] && util_tcp_congestion(fd, r->tcp_congestion, e2, sizeof e2) != 0)
+        remote_log(r, REMOTE_LOG_WARN, "shard %d: %s", c->shard, e2); /* checked at start */
     int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
     int e = errno;
     freeaddrinfo(ai);
@@ -955,6 +959,14 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     r->nparams = m->nparams;
     r->mode = p->job.mode;
     r->overlap = p->job.overlap && p->job.mode != PLACEMENT_MODE_SYNC;
+    snprintf(r->tcp_congestion, sizeof r->tcp_congestion, "%s", p->job.tcp_congestion);
+    if (r->tcp_congestion[0]) {
+        char e2[512];
+        if (util_tcp_congestion_check(r->tcp_congestion, e2, sizeof e2) != 0) {
+            snprintf(err, errlen, "%s: job.tcp_congestion: %s", p->source, e2);
+            return -1;
+        }
+    }
     r->stop = stop;
     /* The jitter only spreads reconnects of many workers apart; it does not
      * touch training, so a per-process seed is fine here. */

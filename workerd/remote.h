@@ -160,6 +160,7 @@ typedef struct remote {
     /* job.overlap (async/ssp): push returns once its frames are written;
      * the next call first waits for their ACKs (push_settle) */
     int overlap;
+    char tcp_congestion[16];            /* job.tcp_congestion ("": the host's) */
     int push_pending;                   /* a push is out, its ACKs not all in */
     int until_sent;                     /* remote_run: a PUSH is done once written */
     /* arguments of the call in progress */
