@@ -44,8 +44,10 @@ poor:async:none:full poor:async:topk:topk poor:sync:topk:topk
 poor:async:none:full::reno poor:async:topk:topk::reno
 none:sync:none:full:slow none:async:none:full:slow none:ssp:none:full:slow
 edge:sync:topk:topk:slow edge:async:topk:topk:slow edge:ssp:topk:topk:slow
-none:async+overlap:topk:topk edge:async+overlap:topk:topk poor:async+overlap:topk:topk
-edge:async+overlap:topk:topk:slow
+none:async:topk:topk::cubic none:async:topk:topk::cubic none:async+overlap:topk:topk::cubic
+edge:async:topk:topk::cubic edge:async:topk:topk::cubic edge:sync:topk:topk::cubic
+edge:ssp:topk:topk::cubic edge:async+overlap:topk:topk::cubic edge:async:topk:topk:slow:cubic
+poor:async:topk:topk::cubic
 "
 ROWS=${*:-${NET_ROWS:-$DEFAULT_ROWS}}
 
@@ -93,7 +95,7 @@ for row in $ROWS; do
     else # every worker's gradient is a version: 3x the versions of sync
         lr=${NET_ASYNC_LR:-0.05}; mom=${NET_ASYNC_MOMENTUM:-0.5}; total=$((3 * EPOCHS * steps_epoch)); eval=45
         # overlap: one more step of staleness, which acts as momentum itself
-        [ -n "$overlap" ] && mom=${NET_OVERLAP_MOMENTUM:-0.5}
+        [ -n "$overlap" ] && mom=${NET_OVERLAP_MOMENTUM:-0.2}
     fi
     extra="\"epochs\": $EPOCHS, \"eval_every_steps\": $eval, \"target_accuracy\": $TARGET, \"augment_shift\": 2"
     [ "$mode" = ssp ] && extra="$extra, \"staleness\": 2"

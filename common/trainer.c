@@ -35,7 +35,9 @@ static int local_push(void *ctx, const float *grad, uint64_t version, long step,
                       char *err, size_t errlen)
 {
     ps_shard *s = ctx;
-    if (version != s->version) {
+    /* one version late: a trainer with overlap (its gradient was computed
+     * while the last one was applied) */
+    if (version != s->version && version + 1 != s->version) {
         snprintf(err, errlen, "gradient of version %llu pushed to local weights at %llu",
                  (unsigned long long)version, (unsigned long long)s->version);
         return -1;

@@ -782,6 +782,61 @@ START_TEST(test_async_shard_kill9_pipelined)
 }
 END_TEST
 
+/* Async with job.overlap, one shard and one worker, is `workerd
+ * --standalone --overlap` step for step: every gradient computed on the
+ * weights one version before the ones it is applied to (the freshest ones
+ * after each epoch's evaluation), none lost, none applied twice. */
+START_TEST(test_overlap_equals_standalone)
+{
+    g_momentum = "0.5";
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 2, \"overlap\": true");
+    cl_psd_start(0, 1);
+    cl_worker_start(0, NULL);
+    char *l0 = cl_worker_wait_ok(0, RUN_MS);
+    float *dist = calloc(NP, sizeof(float)), *alone = calloc(NP, sizeof(float));
+    psd_client c;
+    proto_welcome wel;
+    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+    uint64_t version = 0;
+    int nm = 0;
+    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
+    psc_close(&c);
+    ck_assert_int_eq((int)version, 2 * ((1200 + 31) / 32));
+
+    char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
+    snprintf(wpath, sizeof wpath, "%s/alone.f32", g_cl.dir);
+    cl_log_path(log, sizeof log, "alone");
+    const char *args[] = {"--standalone", "--overlap", "--model", "ray", "--train-images",
+                          g_cl.train_img, "--train-labels", g_cl.train_lbl, "--test-images",
+                          g_cl.test_img, "--test-labels", g_cl.test_lbl, "--epochs", "2",
+                          "--batch", "32", "--lr", "0.05", "--momentum", "0.5", "--schedule",
+                          "constant", "--seed", "7", "--threads", "1", "--save-weights", wpath,
+                          NULL};
+    int st = cl_wait_exit(cl_spawn("workerd", args, log), RUN_MS);
+    char *la = cl_file_text(log);
+    ck_assert_msg(st == 0 && strstr(la, "overlap=1"), "standalone exited with %d:\n%s", st, la);
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
+    ck_assert_int_eq((int)n, NP * 4);
+    proto_floats_decode(alone, raw, NP);
+    double maxdiff = 0;
+    for (int i = 0; i < NP; i++) {
+        double d = fabs((double)dist[i] - (double)alone[i]);
+        if (d > maxdiff)
+            maxdiff = d;
+    }
+    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
+    free(raw);
+    free(la);
+    free(l0);
+    free(dist);
+    free(alone);
+}
+END_TEST
+
 /* One async worker and one shard, with and without job.overlap: the shard
  * applied exactly the worker's steps either way (none lost, none twice)
  * and the model learns; with overlap each gradient was computed while the
@@ -1006,6 +1061,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_async_shard_kill9_pipelined);
     tcase_add_test(tc, test_async_key_pipelined);
     tcase_add_test(tc, test_async_overlap);
+    tcase_add_test(tc, test_overlap_equals_standalone);
     tcase_add_test(tc, test_overlap_shard_kill9);
     tcase_add_test(tc, test_tcp_congestion);
     suite_add_tcase(s, tc);

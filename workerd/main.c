@@ -48,6 +48,7 @@ typedef struct workerd_opts {
     const char *node;         /* --node (NULL: the host name) */
     double connect_timeout_s; /* 0: keep trying */
     float slowdown;           /* >= 1: emulate a box this many times slower */
+    int overlap;              /* standalone: each gradient one step late (job.overlap) */
     const char *save_weights; /* standalone: raw float32 LE weights at the end */
     int verbose;
     const char *standalone_opt; /* a standalone-only option given (its name) */
@@ -89,6 +90,8 @@ static void usage(FILE *f)
             "  --train-labels F      training labels (IDX, magic 2049)\n"
             "  --test-images F       test images, evaluated after every epoch\n"
             "  --test-labels F       test labels\n"
+            "  --overlap             compute each gradient on the weights before the last\n"
+            "                        step, as a cluster job with job.overlap does\n"
             "  --epochs N            passes over the training set (default 1)\n"
             "  --max-steps N         stop after N optimizer steps (default: no limit)\n"
             "  --batch N             minibatch size (default 64)\n"
@@ -118,7 +121,7 @@ enum {
     OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
     OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
     OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT, OPT_CONNECT_TIMEOUT,
-    OPT_SAVE_WEIGHTS, OPT_VERBOSE, OPT_SLOWDOWN
+    OPT_SAVE_WEIGHTS, OPT_VERBOSE, OPT_SLOWDOWN, OPT_OVERLAP
 };
 
 static const struct option long_opts[] = {
@@ -150,6 +153,7 @@ static const struct option long_opts[] = {
     { "save-weights", required_argument, NULL, OPT_SAVE_WEIGHTS },
     { "verbose", no_argument, NULL, OPT_VERBOSE },
     { "slowdown", required_argument, NULL, OPT_SLOWDOWN },
+    { "overlap", no_argument, NULL, OPT_OVERLAP },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -187,6 +191,7 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
         case 'h':
             return 1;
         case OPT_STANDALONE: o->standalone = 1; break;
+        case OPT_OVERLAP: o->overlap = 1; break;
         case OPT_MODEL: o->model = optarg; break;
         case OPT_TRAIN_IMAGES: o->train_images = optarg; break;
         case OPT_TRAIN_LABELS: o->train_labels = optarg; break;
@@ -666,13 +671,14 @@ int main(int argc, char **argv)
         goto out;
     tr.augment_shift = (int)o.augment_shift;
     tr.slowdown = o.slowdown;
+    tr.overlap = o.overlap;
 
     fprintf(stderr,
             "workerd: standalone model=%s params=%zu simd=%s threads=%ld batch=%ld lr=%g "
-            "momentum=%g schedule=%s augment_shift=%ld train=%zu test=%zu\n",
+            "momentum=%g schedule=%s augment_shift=%ld overlap=%d train=%zu test=%zu\n",
             m.name, m.nparams, k->name, o.threads, o.batch, (double)o.opt.lr,
-            (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), o.augment_shift, train.n,
-            test.n);
+            (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), o.augment_shift,
+            o.overlap, train.n, test.n);
 
     for (long epoch = 1; epoch <= o.epochs; epoch++) {
         if (o.max_steps > 0 && tr.step >= o.max_steps)

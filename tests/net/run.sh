@@ -11,6 +11,8 @@
 #   train-edge-sync    ray on synthetic digits (2400 train / 400 test), 2 epochs:
 #   train-edge-async   every worker exits 0, psctl status says the job finished,
 #   train-edge-ssp     w0's test accuracy > 50% (chance: 10%)
+#   train-edge-async-overlap  async with job.overlap (3 epochs), fp16 pushes,
+#                      delta pulls and job.tcp_congestion reno
 #   verify-poor        as verify-edge with 1% loss
 #   train-poor-sync    the sync job on poor
 # Skips (exit 0, "net: skipped: WHY") when not root or a tool or kernel feature
@@ -92,13 +94,13 @@ verify() {
 
 # train PROFILE MODE MOMENTUM JOB_EXTRA
 train() {
-    local prof=$1 mode=$2 mom=$3 extra=$4 name="train-$1-$2" d="$DIR/$1"
+    local prof=$1 mode=$2 mom=$3 extra=$4 name="train-$1-$2${5:+-$5}" d="$DIR/$1"
     local t=$SECONDS out rc
     NC_MOMENTUM=$mom "$NC" placement "$d" "$mode" "$extra" >/dev/null || { fail "$name" "placement failed"; return; }
-    NC_RUN_TAG=$mode step "$DIR/out" "$NC" run "$d"; rc=$?
+    NC_RUN_TAG=$mode${5:+-$5} step "$DIR/out" "$NC" run "$d"; rc=$?
     out=$(cat "$DIR/out")
     echo "$out" | sed 's/^/    /'
-    local logs=$d/logs/$mode
+    local logs=$d/logs/$mode${5:+-$5}
     if [ $rc != 0 ]; then
         fail "$name" "a worker failed or timed out ($(echo "$out" | grep -o 'workers [^w]*w2=[0-9]*'))"
         local f
@@ -142,6 +144,10 @@ if up edge; then
     train edge sync 0.9 '"epochs": 2, "barrier_timeout_ms": 20000'
     train edge async 0.5 '"epochs": 2'
     train edge ssp 0.5 '"epochs": 2, "staleness": 1'
+    # the next gradient computed while the last one travels (fp16 pushes,
+    # delta pulls), every connection on reno (job.tcp_congestion); lr 0.02
+    # and no momentum: the extra step of staleness makes 0.05 diverge
+    NC_LR=0.02 train edge async 0 '"epochs": 3, "overlap": true, "tcp_congestion": "reno", "compression": {"push": "fp16", "pull": "delta"}' overlap
 fi
 "$NC" down >/dev/null 2>&1
 if up poor; then
