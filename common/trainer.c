@@ -31,6 +31,16 @@ static int local_pull(void *ctx, float *params, uint64_t *version, char *err, si
     return 0;
 }
 
+/* The push just made was applied at version - 1: the same step without
+ * momentum (exactly the shard's step when momentum is 0). */
+static void local_ahead(void *ctx, const float *grad, float *params, float *scratch)
+{
+    ps_shard *s = ctx;
+    (void)scratch;
+    s->k->sgd_step(params, NULL, grad, s->hi - s->lo, optim_lr_at(&s->opt, (long)s->version - 1),
+                   0.0f, s->opt.weight_decay);
+}
+
 static int local_push(void *ctx, const float *grad, uint64_t version, long step, int samples,
                       char *err, size_t errlen)
 {
@@ -48,7 +58,7 @@ static int local_push(void *ctx, const float *grad, uint64_t version, long step,
 
 param_backend trainer_local_backend(ps_shard *whole)
 {
-    param_backend be = { whole, local_pull, local_push };
+    param_backend be = { whole, local_pull, local_push, local_ahead };
     return be;
 }
 
@@ -177,6 +187,8 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                 t->ahead = 1;
                 t->ahead_version = version;
             }
+            if (t->be.ahead) /* ... with this worker's own step already taken */
+                t->be.ahead(t->be.ctx, t->grad_alt, t->params, t->grad);
         }
         t->step++;
         t->samples += (size_t)n;

@@ -31,6 +31,13 @@ typedef struct param_backend {
      * on the weights a pull named `version` by this worker's step `step`. */
     int (*push)(void *ctx, const float *grad, uint64_t version, long step, int samples,
                 char *err, size_t errlen);
+    /* Optional, for overlap: right after push(grad), take into params the
+     * step the shards will make with it, as far as this worker knows -- one
+     * SGD step of what was sent, at the learning rate of the version it
+     * will meet, without the shards' momentum (which holds every worker's
+     * gradients).  So the next gradient is computed on weights that already
+     * hold this worker's own last one.  scratch (nparams) is free to use. */
+    void (*ahead)(void *ctx, const float *grad, float *params, float *scratch);
 } param_backend;
 
 /* A backend that is one in-process shard covering the whole vector: pull

@@ -901,9 +901,35 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
     return r->finished ? TRAINER_FINISHED : 0;
 }
 
+/* Overlap: each shard's slice of what this push sent (the gradient, its
+ * fp16 values, or its top-k pairs), applied to params as one SGD step
+ * without momentum at the learning rate of the shard's version as last
+ * seen (the one the push meets, with no other worker pushing). */
+static void remote_ahead_cb(void *ctx, const float *grad, float *params, float *scratch)
+{
+    remote *r = ctx;
+    for (int i = 0; i < r->nshards; i++) {
+        remote_conn *c = &r->c[i];
+        size_t n = c->hi - c->lo;
+        const float *sent = grad + c->lo;
+        if (c->push_enc == PROTO_ENC_FP16 ||
+            (r->push_enc == PLACEMENT_PUSH_TOPK && c->push_enc == PROTO_ENC_FP32)) {
+            sent = r->ef_send + c->lo;
+        } else if (c->push_enc == PROTO_ENC_SPARSE) {
+            float *d = scratch + c->lo;
+            memset(d, 0, n * sizeof *d);
+            for (size_t j = 0; j < c->push_count; j++)
+                d[r->ef_idx[c->lo + j]] = r->ef_vals[c->lo + j];
+            sent = d;
+        }
+        r->k->sgd_step(params + c->lo, NULL, sent, n, optim_lr_at(&r->opt, (long)c->version),
+                       0.0f, r->opt.weight_decay);
+    }
+}
+
 param_backend remote_backend(remote *r)
 {
-    param_backend be = {r, remote_pull_cb, remote_push_cb};
+    param_backend be = {r, remote_pull_cb, remote_push_cb, r->overlap ? remote_ahead_cb : NULL};
     return be;
 }
 
@@ -959,6 +985,8 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     r->nparams = m->nparams;
     r->mode = p->job.mode;
     r->overlap = p->job.overlap && p->job.mode != PLACEMENT_MODE_SYNC;
+    r->opt = p->job.opt;
+    r->k = kern_active();
     snprintf(r->tcp_congestion, sizeof r->tcp_congestion, "%s", p->job.tcp_congestion);
     if (r->tcp_congestion[0]) {
         char e2[512];

@@ -22,7 +22,9 @@
  * written, without the ACKs: the worker computes its next gradient while
  * they travel, and the next call (pull, push, report, done) first waits for
  * them; the gradient stays the caller's until then (a reconnect sends it
- * again).
+ * again).  Its `ahead` callback then applies what was sent to the
+ * trainer's weights (one SGD step without momentum, at the learning rate of
+ * the shard's version), so the next gradient sees this worker's own step.
  * STALE and DUPLICATE acks are counted and logged at DEBUG, never fatal.
  * The `version` a pull hands the trainer is the pull call's number: a push
  * naming it sends each shard the version of the slice that pull delivered
@@ -45,6 +47,8 @@
 #include <stdint.h>
 
 #include "cnn.h"
+#include "kernels.h"
+#include "optim.h"
 #include "placement.h"
 #include "proto.h"
 #include "secure.h"
@@ -160,6 +164,8 @@ typedef struct remote {
     /* job.overlap (async/ssp): push returns once its frames are written;
      * the next call first waits for their ACKs (push_settle) */
     int overlap;
+    optim_config opt;                   /* the job's optimizer (overlap: the look-ahead) */
+    const kern_ops *k;                  /* its SGD step */
     char tcp_congestion[16];            /* job.tcp_congestion ("": the host's) */
     int push_pending;                   /* a push is out, its ACKs not all in */
     int until_sent;                     /* remote_run: a PUSH is done once written */
