@@ -717,16 +717,17 @@ static void pipelined(const char *mode, const char *job)
     free(l[1]);
 }
 
+/* momentum 0.3 in both: at 0.5 the ssp run once ended below 50% */
 START_TEST(test_async_pipelined_pull)
 {
-    g_momentum = "0.5";
+    g_momentum = "0.3";
     pipelined("async", "\"epochs\": 2");
 }
 END_TEST
 
 START_TEST(test_ssp_pipelined_pull)
 {
-    g_momentum = "0.5";
+    g_momentum = "0.3";
     pipelined("ssp", "\"epochs\": 2, \"staleness\": 1");
 }
 END_TEST
@@ -898,6 +899,42 @@ START_TEST(test_async_overlap)
         free(l);
         cl_teardown();
     }
+}
+END_TEST
+
+/* Overlap in ssp (staleness 1), 2 shards x 2 workers: the shard holds an
+ * ACK at the bound while the worker already computes its next gradient;
+ * both finish every epoch, the shards applied exactly the workers' steps,
+ * and the model learns. */
+START_TEST(test_ssp_overlap)
+{
+    g_momentum = "0.3";
+    cl_init(2, 2);
+    cl_conf_write("ssp", "\"epochs\": 3, \"staleness\": 1, \"overlap\": true");
+    cl_psd_start(0, 1);
+    cl_psd_start(1, 1);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, NULL);
+    char *l[2];
+    l[0] = cl_worker_wait_ok(0, RUN_MS);
+    l[1] = cl_worker_wait_ok(1, RUN_MS);
+    unsigned long long steps = 0;
+    for (int w = 0; w < 2; w++) {
+        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 3 && strstr(l[w], "overlap=1"),
+                      "w%d:\n%s", w, cl_tail(l[w]));
+        steps += epoch_sum(l[w], "steps=");
+    }
+    ck_assert_msg(cl_last_test_acc(l[0]) > 50.0, "%s", cl_tail(l[0]));
+    for (int s = 0; s < 2; s++) {
+        cJSON *j = cl_shard_status(s);
+        double pushes = cJSON_GetObjectItemCaseSensitive(j, "pushes")->valuedouble;
+        ck_assert_msg(pushes == (double)steps, "shard %d applied %.0f pushes of %llu steps", s,
+                      pushes, steps);
+        cJSON_Delete(j);
+    }
+    cl_expect_finished(0, "all 2 workers done", 0);
+    free(l[0]);
+    free(l[1]);
 }
 END_TEST
 
@@ -1089,6 +1126,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_async_overlap);
     tcase_add_test(tc, test_overlap_equals_standalone);
     tcase_add_test(tc, test_overlap_shard_kill9);
+    tcase_add_test(tc, test_ssp_overlap);
     tcase_add_test(tc, test_tcp_congestion);
     suite_add_tcase(s, tc);
     return s;

@@ -142,8 +142,10 @@ echo "net: namespaces $NC_PREFIX-*, state in $DIR"
 if up edge; then
     verify edge
     train edge sync 0.9 '"epochs": 2, "barrier_timeout_ms": 20000'
-    train edge async 0.5 '"epochs": 2'
-    train edge ssp 0.5 '"epochs": 2, "staleness": 1'
+    # momentum 0.3: at 0.5 three stale workers on ray end anywhere from 70%
+    # to 99% and once (of ~20 runs) diverged (9%)
+    train edge async 0.3 '"epochs": 2'
+    train edge ssp 0.3 '"epochs": 2, "staleness": 1'
     # the next gradient computed while the last one travels (fp16 pushes,
     # delta pulls), every connection on reno (job.tcp_congestion); lr 0.02
     # and no momentum: the extra step of staleness makes 0.05 diverge
