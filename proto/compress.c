@@ -114,13 +114,26 @@ static inline uint32_t mag_key(const float *v, uint32_t i)
     return f_bits(v[i]) & 0x7fffffffu;
 }
 
-/* a before b: larger magnitude, then smaller index.  A strict total order. */
-static inline int before(const float *v, uint32_t a, uint32_t b)
+/* Of the hist[0..bins) counts, from the top bin down: the bin holding the
+ * need-th largest entry; *above = how many lie in the bins above it. */
+static size_t radix_bin(const uint32_t *hist, size_t bins, size_t need, size_t *above)
 {
-    uint32_t ka = mag_key(v, a), kb = mag_key(v, b);
-    return ka > kb || (ka == kb && a < b);
+    size_t b = bins - 1, a = 0;
+    while (a + hist[b] < need) {
+        a += hist[b];
+        b--;
+    }
+    *above = a;
+    return b;
 }
 
+/* A radix select on the 31-bit magnitude keys, 11 + 10 + 10 bits: a
+ * histogram of the top bits over all n finds the bin of the k-th key; the
+ * indices in that bin (work) are narrowed by the next bits, then the last.
+ * That gives the threshold key t and how many entries equal to it are in
+ * (need); one pass then writes every key above t and the first `need` equal
+ * to it, in index order: the smaller index wins a tie.  Three passes over
+ * v whatever the data (all equal: the bin holds everything, still linear). */
 int proto_topk_select(const float *v, size_t n, size_t k, uint32_t *work, uint32_t *idx)
 {
     if (k > n || n > UINT32_MAX)
@@ -132,43 +145,38 @@ int proto_topk_select(const float *v, size_t n, size_t k, uint32_t *work, uint32
             idx[i] = (uint32_t)i;
         return 0;
     }
+    uint32_t hist[2048];
+    size_t above, need = k;
+    memset(hist, 0, sizeof hist);
     for (size_t i = 0; i < n; i++)
-        work[i] = (uint32_t)i;
-    /* quickselect: afterwards work[0..k) are the k first in the order and
-     * work[k-1] the last of them */
-    size_t lo = 0, hi = n - 1, target = k - 1;
-    uint64_t rng = 0x9e3779b97f4a7c15ull ^ n; /* deterministic pivots */
-    while (lo < hi) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        size_t p = lo + (size_t)(rng % (hi - lo + 1));
-        uint32_t pv = work[p];
-        work[p] = work[hi];
-        work[hi] = pv;
-        size_t store = lo;
-        for (size_t i = lo; i < hi; i++) {
-            if (before(v, work[i], pv)) {
-                uint32_t t = work[i];
-                work[i] = work[store];
-                work[store++] = t;
-            }
-        }
-        work[hi] = work[store];
-        work[store] = pv;
-        if (store == target)
-            break;
-        if (store < target)
-            lo = store + 1;
-        else
-            hi = store - 1;
-    }
-    /* the chosen ones in index order: every i not after the threshold */
-    uint32_t t = work[target];
+        hist[mag_key(v, (uint32_t)i) >> 20]++;
+    uint32_t b1 = (uint32_t)radix_bin(hist, 2048, need, &above);
+    need -= above;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mag_key(v, (uint32_t)i) >> 20 == b1)
+            work[m++] = (uint32_t)i;
+    memset(hist, 0, 1024 * sizeof hist[0]);
+    for (size_t j = 0; j < m; j++)
+        hist[mag_key(v, work[j]) >> 10 & 1023u]++;
+    uint32_t b2 = (uint32_t)radix_bin(hist, 1024, need, &above);
+    need -= above;
+    size_t m2 = 0;
+    for (size_t j = 0; j < m; j++)
+        if ((mag_key(v, work[j]) >> 10 & 1023u) == b2)
+            work[m2++] = work[j];
+    memset(hist, 0, 1024 * sizeof hist[0]);
+    for (size_t j = 0; j < m2; j++)
+        hist[mag_key(v, work[j]) & 1023u]++;
+    uint32_t b3 = (uint32_t)radix_bin(hist, 1024, need, &above);
+    need -= above; /* 1 <= need <= the count of keys equal to t */
+    uint32_t t = b1 << 20 | b2 << 10 | b3;
     size_t j = 0;
-    for (size_t i = 0; i < n && j < k; i++)
-        if ((uint32_t)i == t || before(v, (uint32_t)i, t))
+    for (size_t i = 0; i < n && j < k; i++) {
+        uint32_t key = mag_key(v, (uint32_t)i);
+        if (key > t || (key == t && need > 0 && need--))
             idx[j++] = (uint32_t)i;
+    }
     return 0;
 }
 

@@ -63,7 +63,7 @@ void proto_fp16_decode(float *dst, const uint8_t *src, size_t n);
 /* The k entries of v[0..n) largest in magnitude, by the total order
  * "larger |v| first, then smaller index first" (a NaN counts as larger than
  * any number), written to idx[0..k) in increasing index order.  work holds
- * n uint32 (scratch).  O(n) on average (quickselect).  Returns 0, or
+ * n uint32 (scratch).  O(n): three passes (a radix select).  Returns 0, or
  * PROTO_CMP_INVALID (k > n, n >= 2^32). */
 int proto_topk_select(const float *v, size_t n, size_t k, uint32_t *work, uint32_t *idx);
 

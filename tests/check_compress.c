@@ -176,7 +176,7 @@ START_TEST(test_topk_select)
         uint32_t *work = malloc(n * sizeof *work), *idx = malloc(n * sizeof *idx),
                  *ref = malloc(n * sizeof *ref);
         ck_assert(v && work && idx && ref);
-        for (int trial = 0; trial < 6; trial++) {
+        for (int trial = 0; trial < 8; trial++) {
             for (size_t i = 0; i < n; i++) {
                 switch (trial) {
                 case 0: v[i] = frnd(); break;
@@ -184,7 +184,17 @@ START_TEST(test_topk_select)
                 case 2: v[i] = 1.0f; break;                       /* all tied */
                 case 3: v[i] = (float)i; break;                   /* sorted */
                 case 4: v[i] = -(float)i; break;
-                default: v[i] = (rnd() % 7 == 0) ? NAN : frnd(); break;
+                case 5: v[i] = (rnd() % 7 == 0) ? NAN : frnd(); break;
+                case 6: /* one high-bit bin: the keys differ in the low 12 bits */
+                    v[i] = from_bits(0x3f800000u + (uint32_t)(rnd() % 4096) |
+                                     (rnd() % 2 ? 0x80000000u : 0));
+                    break;
+                default: { /* zeros of both signs, subnormals, infinities */
+                    static const uint32_t b[] = {0, 0x80000000u, 1, 0x80000002u, 0x007fffffu,
+                                                 0x7f800000u, 0xff800000u, 0x00800000u};
+                    v[i] = from_bits(b[rnd() % 8]);
+                    break;
+                }
                 }
             }
             ref_v = v;
