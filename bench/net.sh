@@ -32,7 +32,7 @@ DATA=${NET_DATA:-$ROOT/../shared/data/mnist}
 TARGET=${NET_TARGET:-97.5}
 LIMIT=${NET_LIMIT:-150}
 EPOCHS=${NET_EPOCHS:-6}
-BATCH=64
+BATCH=${NET_BATCH:-64}
 PY=/usr/bin/python3
 
 DEFAULT_ROWS="
@@ -102,7 +102,7 @@ for row in $ROWS; do
     extra="$extra$overlap"
     [ -n "$cc" ] && extra="$extra, \"tcp_congestion\": \"$cc\""
     tk=""
-    [ "$push" = topk ] || [ "$pull" = topk ] && tk=", \"topk_percent\": 1"
+    [ "$push" = topk ] || [ "$pull" = topk ] && tk=", \"topk_percent\": ${NET_TOPK:-1}"
     [ "$push" != none ] || [ "$pull" != full ] &&
         extra="$extra, \"compression\": {\"push\": \"$push\"$tk, \"pull\": \"$pull\"}"
     export NC_OPTIMIZER="{\"lr\": $lr, \"momentum\": $mom, \"schedule\": \"cosine\", \"total_steps\": $total}"
