@@ -186,7 +186,7 @@ START_TEST(test_topk_select)
                 case 4: v[i] = -(float)i; break;
                 case 5: v[i] = (rnd() % 7 == 0) ? NAN : frnd(); break;
                 case 6: /* one high-bit bin: the keys differ in the low 12 bits */
-                    v[i] = from_bits(0x3f800000u + (uint32_t)(rnd() % 4096) |
+                    v[i] = from_bits((0x3f800000u + (uint32_t)(rnd() % 4096)) |
                                      (rnd() % 2 ? 0x80000000u : 0));
                     break;
                 default: { /* zeros of both signs, subnormals, infinities */
