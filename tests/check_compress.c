@@ -734,7 +734,8 @@ START_TEST(test_psd_delta_pulls)
         for (int step = 0; step < 8; step++) {
             for (size_t i = 0; i < NP; i++)
                 g[i] = frnd() * 0.1f;
-            proto_push p = {.seq = ++seq, .base_version = ref.version, .step = seq,
+            seq++;
+            proto_push p = {.seq = seq, .base_version = ref.version, .step = seq,
                             .samples = 32, .lo = 0, .hi = NP};
             push_build(&p, PROTO_ENC_SPARSE, g, work, idx, vals, dec);
             proto_ack a;
