@@ -1035,10 +1035,10 @@ END_TEST
  * train and finish, and nothing fails to open on either side. */
 START_TEST(test_async_key_pipelined)
 {
-    g_momentum = "0.5";
+    g_momentum = "0.3"; /* 2 epochs at 0.5 once ended at 45.5% (ASan run): async noise */
     cl_init(2, 2);
     cl_conf_write("async",
-                  "\"epochs\": 2, \"compression\": {\"push\": \"fp16\", \"pull\": \"fp16\"}");
+                  "\"epochs\": 5, \"compression\": {\"push\": \"fp16\", \"pull\": \"fp16\"}");
     key_new("cluster.key");
     conf_with_key(g_cl.conf, "cluster.key");
     cl_psd_start(0, 1);
@@ -1049,7 +1049,7 @@ START_TEST(test_async_key_pipelined)
     l[0] = cl_worker_wait_ok(0, RUN_MS);
     l[1] = cl_worker_wait_ok(1, RUN_MS);
     for (int w = 0; w < 2; w++)
-        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 2 &&
+        ck_assert_msg(cl_count_lines(l[w], "epoch=") == 5 &&
                           cl_count_lines(l[w], "connected (authenticated)") == 2 &&
                           !strstr(l[w], "retrying") && !strstr(l[w], "failed authentication"),
                       "w%d:\n%s", w, cl_tail(l[w]));
