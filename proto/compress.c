@@ -16,7 +16,7 @@ const char *proto_cmp_strerror(int code)
     case PROTO_CMP_EXTRA: return "bytes after the last sparse entry";
     case PROTO_CMP_COUNT: return "more sparse entries than the slice has";
     case PROTO_CMP_INDEX_RANGE: return "sparse index outside the slice";
-    case PROTO_CMP_INDEX_ORDER: return "sparse indices not strictly increasing";
+    case PROTO_CMP_GAP: return "malformed sparse index gap (over 5 bytes, above 2^32, or not minimal)";
     case PROTO_CMP_INVALID: return "invalid argument";
     default: return "unknown error";
     }
@@ -194,75 +194,158 @@ size_t proto_topk_count(size_t n, double percent)
 
 /* ----------------------------------------------------------- sparse */
 
+/* Bytes of x as an unsigned LEB128 varint (1..5). */
+static size_t varint_len(uint32_t x)
+{
+    size_t l = 1;
+    while (x >= 0x80) {
+        x >>= 7;
+        l++;
+    }
+    return l;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint32_t x)
+{
+    while (x >= 0x80) {
+        *p++ = (uint8_t)(x | 0x80);
+        x >>= 7;
+    }
+    *p++ = (uint8_t)x;
+    return p;
+}
+
+/* One varint from [*p, end): 0 with *x set and *p past it, or a
+ * PROTO_CMP_* error (running out of bytes, over 5 bytes or 2^32, or not
+ * the shortest form: a last byte 0 after others). */
+static int varint_get(const uint8_t **p, const uint8_t *end, uint32_t *x)
+{
+    uint64_t v = 0;
+    const uint8_t *q = *p;
+    for (int i = 0;; i++) {
+        if (q == end)
+            return PROTO_CMP_TRUNCATED;
+        if (i == 5)
+            return PROTO_CMP_GAP;
+        uint8_t b = *q++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if ((i > 0 && b == 0) || v > UINT32_MAX)
+                return PROTO_CMP_GAP;
+            break;
+        }
+    }
+    *x = (uint32_t)v;
+    *p = q;
+    return 0;
+}
+
+size_t proto_sparse_size(const uint32_t *idx, size_t count)
+{
+    size_t len = PROTO_SPARSE_HEAD + 4 * count;
+    for (size_t j = 0; j < count; j++)
+        len += varint_len(j == 0 ? idx[0] : idx[j] - idx[j - 1] - 1);
+    return len;
+}
+
 void proto_sparse_encode(uint8_t *dst, const uint32_t *idx, const float *vals, size_t count)
 {
     proto_put_be32(dst, (uint32_t)count);
-    uint8_t *p = dst + PROTO_SPARSE_HEAD;
-    for (size_t j = 0; j < count; j++, p += PROTO_SPARSE_PAIR) {
-        proto_put_be32(p, idx[j]);
-        proto_floats_encode(p + 4, &vals[j], 1);
-    }
+    proto_floats_encode(dst + PROTO_SPARSE_HEAD, vals, count);
+    uint8_t *p = dst + PROTO_SPARSE_HEAD + 4 * count;
+    for (size_t j = 0; j < count; j++)
+        p = varint_put(p, j == 0 ? idx[0] : idx[j] - idx[j - 1] - 1);
 }
 
-size_t proto_delta_count(const float *old, const float *cur, size_t n)
+size_t proto_delta_size(const float *old, const float *cur, size_t n, size_t *count)
 {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += f_bits(old[i]) != f_bits(cur[i]);
-    return c;
-}
-
-void proto_delta_encode(uint8_t *dst, const float *old, const float *cur, size_t n)
-{
-    uint8_t *p = dst + PROTO_SPARSE_HEAD;
-    size_t c = 0;
+    size_t c = 0, len = PROTO_SPARSE_HEAD, prev = 0;
     for (size_t i = 0; i < n; i++) {
         if (f_bits(old[i]) == f_bits(cur[i]))
             continue;
-        proto_put_be32(p, (uint32_t)i);
-        proto_floats_encode(p + 4, &cur[i], 1);
-        p += PROTO_SPARSE_PAIR;
+        len += 4 + varint_len((uint32_t)(c == 0 ? i : i - prev - 1));
+        prev = i;
         c++;
     }
-    proto_put_be32(dst, (uint32_t)c);
+    *count = c;
+    return len;
 }
 
-int proto_sparse_check(const uint8_t *body, size_t len, size_t n, size_t *count)
+void proto_delta_encode(uint8_t *dst, const float *old, const float *cur, size_t n, size_t count)
+{
+    proto_put_be32(dst, (uint32_t)count);
+    uint8_t *v = dst + PROTO_SPARSE_HEAD;
+    uint8_t *p = v + 4 * count;
+    size_t c = 0, prev = 0;
+    for (size_t i = 0; i < n && c < count; i++) {
+        if (f_bits(old[i]) == f_bits(cur[i]))
+            continue;
+        proto_floats_encode(v, &cur[i], 1);
+        v += 4;
+        p = varint_put(p, (uint32_t)(c == 0 ? i : i - prev - 1));
+        prev = i;
+        c++;
+    }
+}
+
+/* Walk a sparse body's indices (validating); with idx non-NULL also
+ * store them.  0 with *count set, or a PROTO_CMP_* error. */
+static int sparse_walk(const uint8_t *body, size_t len, size_t n, size_t *count, uint32_t *idx)
 {
     if (len < PROTO_SPARSE_HEAD)
         return PROTO_CMP_TRUNCATED;
     uint32_t c = proto_get_be32(body);
     if (c > n)
         return PROTO_CMP_COUNT;
-    size_t pairs = (len - PROTO_SPARSE_HEAD) / PROTO_SPARSE_PAIR;
-    size_t tail = (len - PROTO_SPARSE_HEAD) % PROTO_SPARSE_PAIR;
-    if (pairs < c)
+    if ((uint64_t)len < PROTO_SPARSE_HEAD + (uint64_t)PROTO_SPARSE_MIN_ENTRY * c)
         return PROTO_CMP_TRUNCATED;
-    if (pairs > c || tail != 0)
-        return PROTO_CMP_EXTRA;
-    const uint8_t *p = body + PROTO_SPARSE_HEAD;
-    uint64_t prev = 0;
-    for (uint32_t j = 0; j < c; j++, p += PROTO_SPARSE_PAIR) {
-        uint32_t i = proto_get_be32(p);
-        if (i >= n)
+    const uint8_t *p = body + PROTO_SPARSE_HEAD + 4 * (size_t)c, *end = body + len;
+    uint64_t at = 0;
+    for (uint32_t j = 0; j < c; j++) {
+        uint32_t gap;
+        int rc = varint_get(&p, end, &gap);
+        if (rc)
+            return rc;
+        at = j == 0 ? gap : at + 1 + gap;
+        if (at >= n)
             return PROTO_CMP_INDEX_RANGE;
-        if (j > 0 && (uint64_t)i <= prev)
-            return PROTO_CMP_INDEX_ORDER;
-        prev = i;
+        if (idx)
+            idx[j] = (uint32_t)at;
     }
+    if (p != end)
+        return PROTO_CMP_EXTRA;
     *count = c;
     return 0;
+}
+
+int proto_sparse_check(const uint8_t *body, size_t len, size_t n, size_t *count)
+{
+    return sparse_walk(body, len, n, count, NULL);
+}
+
+int proto_sparse_decode(const uint8_t *body, size_t len, size_t n, uint32_t *idx, float *vals,
+                        size_t *count)
+{
+    int rc = sparse_walk(body, len, n, count, idx);
+    if (rc == 0)
+        proto_floats_decode(vals, body + PROTO_SPARSE_HEAD, *count);
+    return rc;
 }
 
 int proto_sparse_apply(const uint8_t *body, size_t len, size_t n, float *dst)
 {
     size_t c;
-    int rc = proto_sparse_check(body, len, n, &c);
+    int rc = sparse_walk(body, len, n, &c, NULL);
     if (rc)
         return rc;
-    const uint8_t *p = body + PROTO_SPARSE_HEAD;
-    for (size_t j = 0; j < c; j++, p += PROTO_SPARSE_PAIR)
-        proto_floats_decode(&dst[proto_get_be32(p)], p + 4, 1);
+    const uint8_t *v = body + PROTO_SPARSE_HEAD, *p = v + 4 * c, *end = body + len;
+    size_t at = 0;
+    for (size_t j = 0; j < c; j++, v += 4) {
+        uint32_t gap;
+        (void)varint_get(&p, end, &gap); /* checked above */
+        at = j == 0 ? gap : at + 1 + gap;
+        proto_floats_decode(&dst[at], v, 1);
+    }
     return 0;
 }
 

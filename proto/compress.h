@@ -10,9 +10,12 @@
  *           to nearest even; subnormals and infinities kept; a NaN stays a
  *           NaN with the top 10 bits of its payload (0x200 if those are 0),
  *           so binary16 -> float -> binary16 gives back every value.
- *   sparse  a big-endian uint32 count, then count pairs of a big-endian
- *           uint32 index (relative to the slice start, < n, strictly
- *           increasing) and a little-endian fp32 value: 4 + 8 * count bytes.
+ *   sparse  a big-endian uint32 count, then count little-endian fp32
+ *           values, then their indices (relative to the slice start, < n,
+ *           strictly increasing) as count unsigned LEB128 varints of the
+ *           gaps: the first index, then each index minus the one before
+ *           minus 1, each in its shortest form (1-5 bytes):
+ *           4 + 4 * count + (count .. 5 * count) bytes.
  */
 #ifndef PSD_COMPRESS_H
 #define PSD_COMPRESS_H
@@ -29,7 +32,7 @@ typedef enum proto_cmp_err {
     PROTO_CMP_EXTRA = -2,       /* more bytes than the count says */
     PROTO_CMP_COUNT = -3,       /* count > n */
     PROTO_CMP_INDEX_RANGE = -4, /* an index >= n */
-    PROTO_CMP_INDEX_ORDER = -5, /* an index not above the one before */
+    PROTO_CMP_GAP = -5,         /* a gap varint over 5 bytes, >= 2^32, or not minimal */
     PROTO_CMP_INVALID = -6,     /* local only: bad argument (k > n, ...) */
     PROTO_CMP_ERR_MIN = -6
 } proto_cmp_err;
@@ -38,7 +41,8 @@ typedef enum proto_cmp_err {
 const char *proto_cmp_strerror(int code);
 
 #define PROTO_SPARSE_HEAD 4 /* the count */
-#define PROTO_SPARSE_PAIR 8 /* index + value */
+#define PROTO_SPARSE_MIN_ENTRY 5 /* value + the shortest gap */
+#define PROTO_SPARSE_MAX_ENTRY 9 /* value + the longest gap */
 
 /* ------------------------------------------------------------- fp16 */
 
@@ -73,29 +77,41 @@ size_t proto_topk_count(size_t n, double percent);
 
 /* ----------------------------------------------------------- sparse */
 
-/* Bytes of a sparse body with count pairs. */
-static inline size_t proto_sparse_size(size_t count)
+/* Bytes of a sparse body of the count strictly increasing indices idx. */
+size_t proto_sparse_size(const uint32_t *idx, size_t count);
+
+/* The most bytes a sparse body of count entries can take. */
+static inline size_t proto_sparse_size_max(size_t count)
 {
-    return PROTO_SPARSE_HEAD + PROTO_SPARSE_PAIR * count;
+    return PROTO_SPARSE_HEAD + PROTO_SPARSE_MAX_ENTRY * count;
 }
 
 /* Write count pairs (idx[j], vals[j]) as a sparse body at dst
- * (proto_sparse_size(count) bytes).  The caller guarantees the indices are
- * strictly increasing (proto_sparse_check on the result would pass). */
+ * (proto_sparse_size(idx, count) bytes).  The caller guarantees the
+ * indices are strictly increasing (proto_sparse_check on the result would
+ * pass). */
 void proto_sparse_encode(uint8_t *dst, const uint32_t *idx, const float *vals, size_t count);
 
-/* The entries where cur differs from old (bit for bit: -0 != +0, a NaN
- * payload counts), for a delta.  Returns how many. */
-size_t proto_delta_count(const float *old, const float *cur, size_t n);
+/* The delta of old -> cur, for a delta WEIGHTS: the entries where cur
+ * differs from old (bit for bit: -0 != +0, a NaN payload counts).  Returns
+ * the bytes of its sparse body, with *count the entries. */
+size_t proto_delta_size(const float *old, const float *cur, size_t n, size_t *count);
 
-/* Write the delta of old -> cur as a sparse body at dst (count pairs, count
- * from proto_delta_count: proto_sparse_size(count) bytes). */
-void proto_delta_encode(uint8_t *dst, const float *old, const float *cur, size_t n);
+/* Write the delta of old -> cur as a sparse body at dst (count and the
+ * size from proto_delta_size). */
+void proto_delta_encode(uint8_t *dst, const float *old, const float *cur, size_t n, size_t count);
 
 /* Validate a sparse body of len bytes for a slice of n entries: count <= n,
- * exactly 4 + 8 * count bytes, indices < n and strictly increasing.
- * Returns 0 with *count set, or a PROTO_CMP_* error. */
+ * every gap a minimal varint below 2^32, every index < n, and no byte after
+ * the last gap.  Returns 0 with *count set, or a PROTO_CMP_* error. */
 int proto_sparse_check(const uint8_t *body, size_t len, size_t n, size_t *count);
+
+/* Validate (proto_sparse_check) and write the entries to idx[0..count) and
+ * vals[0..count) (room for n each, or for the count the body says).
+ * Returns 0 with *count set, or a PROTO_CMP_* error (idx may have been
+ * written). */
+int proto_sparse_decode(const uint8_t *body, size_t len, size_t n, uint32_t *idx, float *vals,
+                        size_t *count);
 
 /* Write a sparse body's values into dst[0..n) at their indices; the other
  * entries are left as they are (zero them first for a sparse gradient).

@@ -126,9 +126,9 @@ static size_t weights_payload(const proto_weights *m, size_t *nvals)
     case PROTO_ENC_SPARSE: {
         if (!m->values || !m->base)
             return 0;
-        size_t c = proto_delta_count(m->base, m->values, n);
+        size_t c;
+        size_t body = proto_delta_size(m->base, m->values, n, &c);
         *nvals = c;
-        size_t body = proto_sparse_size(c);
         if (body > PROTO_MAX_FRAME_LIMIT - PROTO_HEADER_SIZE - PROTO_WEIGHTS_FIXED -
                        PROTO_WEIGHTS_DELTA_FIXED)
             return 0;
@@ -216,7 +216,7 @@ int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *b
     proto_put_be64(p + 16, m->hi);
     proto_put_be64(p + 24, m->base_version);
     proto_delta_encode(p + PROTO_WEIGHTS_FIXED + PROTO_WEIGHTS_DELTA_FIXED, m->base, m->values,
-                       (size_t)(m->hi - m->lo));
+                       (size_t)(m->hi - m->lo), c);
     return 0;
 }
 
@@ -303,11 +303,12 @@ static size_t push_body(const proto_push *m)
     switch (m->encoding) {
     case PROTO_ENC_FP32: return 4 * n;
     case PROTO_ENC_FP16: return 2 * n;
-    case PROTO_ENC_SPARSE:
-        if (m->count > n ||
-            proto_sparse_size(m->count) > PROTO_MAX_FRAME_LIMIT - PROTO_HEADER_SIZE - PROTO_PUSH_FIXED)
+    case PROTO_ENC_SPARSE: {
+        if (m->count > n)
             return 0;
-        return proto_sparse_size(m->count);
+        size_t b = proto_sparse_size(m->idx, m->count);
+        return b > PROTO_MAX_FRAME_LIMIT - PROTO_HEADER_SIZE - PROTO_PUSH_FIXED ? 0 : b;
+    }
     default: return 0;
     }
 }

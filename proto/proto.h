@@ -38,7 +38,7 @@
 /* ------------------------------------------------------------- constants */
 
 #define PROTO_MAGIC 0x50534457u /* "PSDW" */
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 #define PROTO_PREFIX_SIZE 4     /* the length prefix */
 #define PROTO_HEADER_SIZE 12    /* magic, version, type, flags, request id */

@@ -253,13 +253,15 @@ START_TEST(test_sparse_round_trip)
     float vals[1000];
     for (size_t j = 0; j < k; j++)
         vals[j] = v[idx[j]];
-    uint8_t buf[4 + 8 * 1000];
+    uint8_t buf[4 + 9 * 1000];
+    size_t len = proto_sparse_size(idx, k);
+    ck_assert_uint_le(len, proto_sparse_size_max(k));
     proto_sparse_encode(buf, idx, vals, k);
     size_t c = 0;
-    ck_assert_int_eq(proto_sparse_check(buf, proto_sparse_size(k), n, &c), 0);
+    ck_assert_int_eq(proto_sparse_check(buf, len, n, &c), 0);
     ck_assert_uint_eq(c, k);
     memset(out, 0, sizeof out);
-    ck_assert_int_eq(proto_sparse_apply(buf, proto_sparse_size(k), n, out), 0);
+    ck_assert_int_eq(proto_sparse_apply(buf, len, n, out), 0);
     size_t nz = 0;
     for (size_t i = 0; i < n; i++)
         if (out[i] != 0.0f) {
@@ -267,14 +269,20 @@ START_TEST(test_sparse_round_trip)
             ck_assert(out[i] == v[i]);
         }
     ck_assert_uint_eq(nz, k);
-    /* big-endian count and index, little-endian value */
+    uint32_t idx2[1000];
+    float vals2[1000];
+    ck_assert_int_eq(proto_sparse_decode(buf, len, n, idx2, vals2, &c), 0);
+    ck_assert_uint_eq(c, k);
+    ck_assert_mem_eq(idx2, idx, k * sizeof idx[0]);
+    ck_assert_mem_eq(vals2, vals, k * sizeof vals[0]);
+    /* big-endian count, little-endian values, then the gaps */
     ck_assert_uint_eq(proto_get_be32(buf), k);
-    ck_assert_uint_eq(proto_get_be32(buf + 4), idx[0]);
     float f0;
-    proto_floats_decode(&f0, buf + 8, 1);
+    proto_floats_decode(&f0, buf + 4, 1);
     ck_assert(f0 == v[idx[0]]);
     /* empty */
     proto_sparse_encode(buf, idx, vals, 0);
+    ck_assert_uint_eq(proto_sparse_size(idx, 0), 4);
     ck_assert_int_eq(proto_sparse_check(buf, 4, n, &c), 0);
     ck_assert_uint_eq(c, 0);
     /* delta: old -> cur bit for bit (a -0, a NaN payload) */
@@ -286,12 +294,45 @@ START_TEST(test_sparse_round_trip)
     r[500] = from_bits(0x7fc00001u);
     v[500] = from_bits(0x7fc00002u);
     r[999] += 1.0f;
-    size_t dc = proto_delta_count(v, r, n);
+    size_t dc;
+    len = proto_delta_size(v, r, n, &dc);
     ck_assert_uint_eq(dc, 4);
-    proto_delta_encode(buf, v, r, n);
+    /* gaps 3, 6, 489, 498: 1 + 1 + 2 + 2 bytes */
+    ck_assert_uint_eq(len, 4 + 4 * 4 + 6);
+    proto_delta_encode(buf, v, r, n, dc);
     memcpy(out, v, sizeof out);
-    ck_assert_int_eq(proto_sparse_apply(buf, proto_sparse_size(dc), n, out), 0);
+    ck_assert_int_eq(proto_sparse_apply(buf, len, n, out), 0);
     ck_assert_mem_eq(out, r, sizeof out);
+}
+END_TEST
+
+/* Gaps of every varint length, the largest index a slice can have, and the
+ * exact bytes of the documented example. */
+START_TEST(test_sparse_gaps)
+{
+    static const uint32_t idx[] = {0, 1, 128, 128 + 1 + 16383, 128 + 1 + 16383 + 1 + 2097152,
+                                   0xfffffffeu};
+    float vals[6] = {1, 2, 3, 4, 5, 6}, back[6];
+    uint32_t got[6];
+    uint8_t buf[4 + 9 * 6];
+    /* gaps 0, 0, 126, 16383, 2097152, the rest: 1, 1, 1, 2, 4, 5 bytes */
+    size_t len = proto_sparse_size(idx, 6);
+    ck_assert_uint_eq(len, 4 + 24 + 1 + 1 + 1 + 2 + 4 + 5);
+    proto_sparse_encode(buf, idx, vals, 6);
+    size_t c;
+    ck_assert_int_eq(proto_sparse_decode(buf, len, 0xffffffffu, got, back, &c), 0);
+    ck_assert_uint_eq(c, 6);
+    ck_assert_mem_eq(got, idx, sizeof idx);
+    ck_assert_mem_eq(back, vals, sizeof vals);
+    ck_assert_int_eq(proto_sparse_check(buf, len, 0xfffffffeu, &c), PROTO_CMP_INDEX_RANGE);
+    /* docs/protocol.md: index 1 = 1.0, index 5 = 2.0 */
+    static const uint8_t doc[] = {0, 0, 0, 2, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x40,
+                                  0x01, 0x03};
+    uint32_t di[2] = {1, 5};
+    float dv[2] = {1.0f, 2.0f};
+    ck_assert_uint_eq(proto_sparse_size(di, 2), sizeof doc);
+    proto_sparse_encode(buf, di, dv, 2);
+    ck_assert_mem_eq(buf, doc, sizeof doc);
 }
 END_TEST
 
@@ -302,35 +343,53 @@ START_TEST(test_sparse_rejects)
     size_t c;
     float dst[8] = {0};
     float keep[8] = {0};
-    /* count 2: (1, 1.0), (5, 2.0) for n = 8 */
+    /* count 2: (1, 1.0), (5, 2.0) for n = 8: 4 + 8 + gaps 1, 3 */
     uint32_t idx[2] = {1, 5};
     float vals[2] = {1.0f, 2.0f};
     proto_sparse_encode(b, idx, vals, 2);
-    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), 0);
-    for (size_t len = 0; len < 20; len++)
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), 0);
+    for (size_t len = 0; len < 14; len++)
         ck_assert_int_eq(proto_sparse_check(b, len, 8, &c), PROTO_CMP_TRUNCATED);
-    b[20] = 0;
-    ck_assert_int_eq(proto_sparse_check(b, 21, 8, &c), PROTO_CMP_EXTRA);
-    ck_assert_int_eq(proto_sparse_check(b, 28, 8, &c), PROTO_CMP_EXTRA);
-    /* index == n, index far out */
-    ck_assert_int_eq(proto_sparse_check(b, 20, 5, &c), PROTO_CMP_INDEX_RANGE);
-    proto_put_be32(b + 12, 0xffffffffu);
-    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_INDEX_RANGE);
-    ck_assert_int_eq(proto_sparse_apply(b, 20, 8, dst), PROTO_CMP_INDEX_RANGE);
+    b[14] = 0;
+    ck_assert_int_eq(proto_sparse_check(b, 15, 8, &c), PROTO_CMP_EXTRA);
+    ck_assert_int_eq(proto_sparse_check(b, 22, 8, &c), PROTO_CMP_EXTRA);
+    /* index == n, index far out (second gap 0x7f: 1 + 1 + 127) */
+    ck_assert_int_eq(proto_sparse_check(b, 14, 5, &c), PROTO_CMP_INDEX_RANGE);
+    b[13] = 0x7f;
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), PROTO_CMP_INDEX_RANGE);
+    ck_assert_int_eq(proto_sparse_apply(b, 14, 8, dst), PROTO_CMP_INDEX_RANGE);
     ck_assert_mem_eq(dst, keep, sizeof dst);
-    /* equal and decreasing indices */
-    proto_put_be32(b + 12, 1);
-    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_INDEX_ORDER);
-    proto_put_be32(b + 12, 0);
-    ck_assert_int_eq(proto_sparse_apply(b, 20, 8, dst), PROTO_CMP_INDEX_ORDER);
+    /* a gap's continuation runs out of bytes */
+    b[13] = 0x83;
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), PROTO_CMP_TRUNCATED);
+    /* not the shortest form: 3 as 0x83 0x00 */
+    b[14] = 0x00;
+    ck_assert_int_eq(proto_sparse_check(b, 15, 8, &c), PROTO_CMP_GAP);
+    ck_assert_int_eq(proto_sparse_apply(b, 15, 8, dst), PROTO_CMP_GAP);
     ck_assert_mem_eq(dst, keep, sizeof dst);
+    /* over 5 bytes; 5 bytes above 2^32 */
+    memset(b + 13, 0x80, 5);
+    b[18] = 0x01;
+    ck_assert_int_eq(proto_sparse_check(b, 19, 8, &c), PROTO_CMP_GAP);
+    memset(b + 13, 0xff, 4);
+    b[17] = 0x10;
+    ck_assert_int_eq(proto_sparse_check(b, 18, 0xffffffffu, &c), PROTO_CMP_GAP);
+    /* the index sum passes 2^32 (the walk is not fooled by wrap-around) */
+    static const uint8_t wrap[] = {0xfe, 0xff, 0xff, 0xff, 0x0f, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    proto_sparse_encode(b, idx, vals, 2);
+    memcpy(b + 12, wrap, sizeof wrap);
+    ck_assert_int_eq(proto_sparse_check(b, 22, 0xffffffffu, &c), PROTO_CMP_INDEX_RANGE);
     /* count > n (no allocation depends on it: it is checked first) */
+    proto_sparse_encode(b, idx, vals, 2);
     proto_put_be32(b, 9);
-    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_COUNT);
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), PROTO_CMP_COUNT);
     proto_put_be32(b, 0xffffffffu);
-    ck_assert_int_eq(proto_sparse_check(b, 20, 8, &c), PROTO_CMP_COUNT);
-    ck_assert_str_eq(proto_cmp_strerror(PROTO_CMP_INDEX_ORDER),
-                     "sparse indices not strictly increasing");
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), PROTO_CMP_COUNT);
+    /* a count the bytes cannot hold is refused before any gap is read */
+    proto_put_be32(b, 3);
+    ck_assert_int_eq(proto_sparse_check(b, 14, 8, &c), PROTO_CMP_TRUNCATED);
+    ck_assert_str_eq(proto_cmp_strerror(PROTO_CMP_GAP),
+                     "malformed sparse index gap (over 5 bytes, above 2^32, or not minimal)");
 }
 END_TEST
 
@@ -456,7 +515,8 @@ START_TEST(test_push_encodings)
     p.values = vals;
     p.count = 7;
     ck_assert_int_eq(proto_push_encode(&p, 1, buf, 64 + 8 * N, &len), 0);
-    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PUSH_FIXED + 4 + 8 * 7);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PUSH_FIXED + proto_sparse_size(idx, 7));
+    ck_assert_uint_le(proto_sparse_size(idx, 7), 4 + 4 * 7 + 2 * 7); /* gaps < 2^14 */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), 0);
     ck_assert_uint_eq(d.encoding, PROTO_ENC_SPARSE);
@@ -487,20 +547,23 @@ START_TEST(test_push_encodings)
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
     proto_put_be32(pl + 28, PROTO_ENC_SPARSE);
-    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, N); /* first index = n */
+    proto_put_be64(pl + 40, 32 + idx[6]); /* hi: the last index = n */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_RANGE);
-    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, idx[1]); /* = the second */
+    proto_put_be64(pl + 40, 32 + N);
+    buf[len - 1] |= 0x80; /* the last gap runs past the end */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
-    proto_put_be32(pl + PROTO_PUSH_FIXED + 4, idx[0]);
-    proto_put_be32(pl + PROTO_PUSH_FIXED, 8); /* count says 8, 7 pairs there */
+    buf[len - 1] &= 0x7f;
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_push_decode(&f, &d), 0);
+    proto_put_be32(pl + PROTO_PUSH_FIXED, N + 1); /* count above n */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
-    proto_put_be32(pl + PROTO_PUSH_FIXED, 6); /* count says 6: 8 bytes extra */
+    proto_put_be32(pl + PROTO_PUSH_FIXED, 20); /* count 20: 4 + 100 bytes at least */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
-    proto_put_be32(pl + 28, PROTO_ENC_FP16); /* 4 + 56 bytes is not 2 * 300 */
+    proto_put_be32(pl + 28, PROTO_ENC_FP16); /* 4 + 28 + gaps is not 2 * 300 */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_push_decode(&f, &d), PROTO_ERR_BAD_FRAME);
     free(buf);
@@ -561,7 +624,8 @@ START_TEST(test_pull_weights_encodings)
     m.base = base;
     m.base_version = 8;
     ck_assert_int_eq(proto_weights_encode(&m, 1, NULL, 0, &len), PROTO_ERR_NOSPACE);
-    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4 + 2 * 8);
+    /* entries 7 and 150: 4 + 2 * 4 + gaps 7 (1 byte) and 142 (2 bytes) */
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4 + 8 + 3);
     ck_assert_int_eq(proto_weights_encode(&m, 1, buf, sizeof buf, &len), 0);
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_weights_decode(&f, &d), 0);
@@ -572,11 +636,13 @@ START_TEST(test_pull_weights_encodings)
     ck_assert_int_eq(proto_weights_values(&d, out), 0);
     ck_assert_mem_eq(out, w, sizeof w);
     /* a delta index out of the slice, both flags, a flag with NOT_MODIFIED */
-    uint8_t *first = buf + PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4;
-    proto_put_be32(first, N);
+    uint8_t *first = buf + PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4 + 8;
+    *first = 0x7f; /* 127 + 1 + 142 */
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_weights_decode(&f, &d), PROTO_ERR_RANGE);
-    proto_put_be32(first, 7);
+    *first = 7;
+    f = frame_from(buf, len);
+    ck_assert_int_eq(proto_weights_decode(&f, &d), 0);
     buf[PROTO_PREFIX_SIZE + 7] = PROTO_FLAG_DELTA | PROTO_FLAG_FP16;
     f = frame_from(buf, len);
     ck_assert_int_eq(proto_weights_decode(&f, &d), PROTO_ERR_BAD_FRAME);
@@ -979,6 +1045,7 @@ Suite *compress_suite(void)
     tcase_add_test(tc, test_fp16_rounding);
     tcase_add_test(tc, test_topk_select);
     tcase_add_test(tc, test_sparse_round_trip);
+    tcase_add_test(tc, test_sparse_gaps);
     tcase_add_test(tc, test_sparse_rejects);
     tcase_add_test(tc, test_ef_topk_conserves);
     tcase_add_test(tc, test_ef_fp16_conserves);

@@ -384,7 +384,7 @@ START_TEST(test_header_bytes)
     static const uint8_t want[40] = {
         0x00, 0x00, 0x00, 0x24,                         /* length 12 + 24 */
         0x50, 0x53, 0x44, 0x57,                         /* "PSDW" */
-        0x00, 0x01,                                     /* version 1 */
+        0x00, 0x02,                                     /* version 2 */
         PROTO_MSG_PULL, 0x00,                           /* type, flags */
         0x01, 0x02, 0x03, 0x04,                         /* request id */
         0, 0, 0, 0, 0, 0, 0, 5,                         /* min_version */
@@ -842,7 +842,7 @@ END_TEST
 
 START_TEST(test_bad_version)
 {
-    static const uint16_t versions[] = {0, 2, 0x0100, 0xffff};
+    static const uint16_t versions[] = {0, 1, 3, 0x0200, 0xffff}; /* 1: the old sparse layout */
     for (size_t k = 0; k < sizeof versions / sizeof versions[0]; k++) {
         uint8_t head[PROTO_FRAME_OVERHEAD];
         ck_assert_int_eq(proto_header_encode(head, PROTO_MSG_HELLO, 0, 0xabcd, 40), 0);
@@ -1144,7 +1144,8 @@ START_TEST(test_bad_hello)
     HELLO_EXPECT(0, PROTO_VERSION, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
     ck_assert_str_eq(d.node_id, "w01");
     ck_assert_str_eq(d.model, "ray");
-    HELLO_EXPECT(PROTO_ERR_VERSION, 2, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
+    HELLO_EXPECT(PROTO_ERR_VERSION, 1, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
+    HELLO_EXPECT(PROTO_ERR_VERSION, 3, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_VERSION, 0, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 0, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, PROTO_ROLE_SHARD, 0, 3, 3, 0, "w01ray", 6);
@@ -1237,7 +1238,7 @@ START_TEST(test_auth_key_messages)
     ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, NULL, 0, &len), PROTO_ERR_NOSPACE);
     ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_AUTH_SIZE);
     ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, buf, sizeof buf, &len), 0);
-    static const uint8_t head[] = {0, 0, 0, 44, 0x50, 0x53, 0x44, 0x57, 0, 1, 14, 0,
+    static const uint8_t head[] = {0, 0, 0, 44, 0x50, 0x53, 0x44, 0x57, 0, 2, 14, 0,
                                    0x0a, 0x0b, 0x0c, 0x0d};
     ck_assert_mem_eq(buf, head, sizeof head);
     f = parse_one(buf, len);

@@ -461,14 +461,14 @@ START_TEST(test_mismatch)
     ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_WORKER, "w0", "ray", NP + 1, &wel),
                      PROTO_ERR_MODEL);
     psc_close(&c);
-    /* protocol version 2 in the header */
+    /* protocol version 1 (the old sparse layout) in the header */
     proto_hello h = {.role = PROTO_ROLE_WORKER, .nparams = NP};
     strcpy(h.node_id, "w0");
     strcpy(h.model, "ray");
     uint8_t buf[256];
     size_t len;
     ck_assert_int_eq(proto_hello_encode(&h, 5, buf, sizeof buf, &len), 0);
-    proto_put_be16(buf + 8, 2);
+    proto_put_be16(buf + 8, 1);
     ck_assert_int_eq(psc_connect(&c, d.port, 2000, READ_MS), 0);
     ck_assert_int_eq(psc_send_raw(&c, buf, len), 0);
     ck_assert_int_eq(psc_error_recv(&c), PROTO_ERR_VERSION);

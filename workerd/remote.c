@@ -874,7 +874,7 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
                 snprintf(err, errlen, "shard %d: top-k of %zu entries failed", c->shard, n);
                 return -1;
             }
-            if (proto_sparse_size(k) < 4 * n) {
+            if (proto_sparse_size(r->ef_idx + c->lo, k) < 4 * n) {
                 c->push_enc = PROTO_ENC_SPARSE;
                 c->push_count = k;
             } else { /* the same gradient as fp32 is not larger */

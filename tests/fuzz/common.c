@@ -31,14 +31,14 @@ static void *alloc_or_die(size_t bytes)
     return p;
 }
 
-/* A sparse body's pairs into idx[]/vals[] (already validated). */
-static void sparse_split(const uint8_t *raw, size_t count, uint32_t *idx, float *vals)
+/* A sparse body's pairs into idx[]/vals[] (count of them; already
+ * validated for a slice of n). */
+static void sparse_split(const uint8_t *raw, size_t len, size_t n, size_t count, uint32_t *idx,
+                         float *vals)
 {
-    const uint8_t *p = raw + PROTO_SPARSE_HEAD;
-    for (size_t j = 0; j < count; j++, p += PROTO_SPARSE_PAIR) {
-        idx[j] = proto_get_be32(p);
-        proto_floats_decode(&vals[j], p + 4, 1);
-    }
+    size_t c;
+    FUZZ_ASSERT(proto_sparse_decode(raw, len, n, idx, vals, &c) == 0 && c == count,
+                "a decoded sparse body does not decode again");
 }
 
 /* The n values of a dense (fp32 or fp16) body, decoded (caller frees). */
@@ -71,13 +71,16 @@ static void *prep_weights(proto_weights *m)
     float *v = alloc_or_die(2 * n * sizeof *v), *base = v + n;
     memset(v, 0, 2 * n * sizeof *v);
     FUZZ_ASSERT(proto_sparse_apply(m->raw, m->raw_len, n, v) == 0, "a decoded delta does not apply");
-    const uint8_t *p = m->raw + PROTO_SPARSE_HEAD;
-    for (size_t j = 0; j < m->count; j++, p += PROTO_SPARSE_PAIR) {
-        uint32_t i = proto_get_be32(p), u;
-        memcpy(&u, &v[i], 4);
+    uint8_t *blk = alloc_or_die(m->count * (sizeof(uint32_t) + sizeof(float)));
+    uint32_t *idx = (uint32_t *)(void *)blk;
+    sparse_split(m->raw, m->raw_len, n, m->count, idx, (float *)(void *)(blk + m->count * 4));
+    for (size_t j = 0; j < m->count; j++) {
+        uint32_t u;
+        memcpy(&u, &v[idx[j]], 4);
         u = ~u;
-        memcpy(&base[i], &u, 4);
+        memcpy(&base[idx[j]], &u, 4);
     }
+    free(blk);
     m->values = v;
     m->base = base;
     return v;
@@ -92,7 +95,7 @@ static void *prep_push(proto_push *m)
         uint8_t *blk = alloc_or_die(m->count * (sizeof(uint32_t) + sizeof(float)));
         uint32_t *idx = (uint32_t *)(void *)blk;
         float *vals = (float *)(void *)(blk + m->count * sizeof(uint32_t));
-        sparse_split(m->raw, m->count, idx, vals);
+        sparse_split(m->raw, m->raw_len, n, m->count, idx, vals);
         m->idx = idx;
         m->values = vals;
         return blk;

@@ -46,16 +46,16 @@ static void fuzz_sparse(size_t n, const uint8_t *body, size_t len)
         free(dst);
         return;
     }
-    FUZZ_ASSERT(count <= n && len == proto_sparse_size(count), "count %zu, n %zu, len %zu",
-                count, n, len);
     uint32_t *idx = malloc((count + 1) * sizeof *idx);
     float *vals = malloc((count + 1) * sizeof *vals);
     uint8_t *again = malloc(len);
     FUZZ_ASSERT(idx && vals && again, "out of memory");
-    const uint8_t *p = body + PROTO_SPARSE_HEAD;
-    for (size_t j = 0; j < count; j++, p += PROTO_SPARSE_PAIR) {
-        idx[j] = proto_get_be32(p);
-        proto_floats_decode(&vals[j], p + 4, 1);
+    size_t c2 = 0;
+    FUZZ_ASSERT(proto_sparse_decode(body, len, n, idx, vals, &c2) == 0 && c2 == count,
+                "check accepts, decode does not");
+    FUZZ_ASSERT(count <= n && len == proto_sparse_size(idx, count), "count %zu, n %zu, len %zu",
+                count, n, len);
+    for (size_t j = 0; j < count; j++) {
         FUZZ_ASSERT(idx[j] < n && (j == 0 || idx[j] > idx[j - 1]), "index %zu accepted", j);
         FUZZ_ASSERT(memcmp(&dst[idx[j]], &vals[j], 4) == 0, "entry %u not applied", idx[j]);
     }
@@ -90,7 +90,7 @@ static void fuzz_topk(size_t nsel, const uint8_t *body, size_t len)
     size_t k = nsel % (n + 1);
     float *v = malloc(n * sizeof *v), *r = calloc(n, sizeof *r), *vals = malloc(n * sizeof *vals);
     uint32_t *work = malloc(n * sizeof *work), *idx = malloc(n * sizeof *idx);
-    uint8_t *chosen = calloc(n, 1), *sp = malloc(proto_sparse_size(n));
+    uint8_t *chosen = calloc(n, 1), *sp = malloc(proto_sparse_size_max(n));
     FUZZ_ASSERT(v && r && vals && work && idx && chosen && sp, "out of memory");
     proto_floats_decode(v, body, n);
     FUZZ_ASSERT(proto_topk_select(v, n, k, work, idx) == 0, "select refused k %zu of %zu", k, n);
@@ -110,7 +110,8 @@ static void fuzz_topk(size_t nsel, const uint8_t *body, size_t len)
                         "entry %u left out but comes before chosen entry %u", i, worst);
     proto_sparse_encode(sp, idx, vals, k);
     size_t c = 0;
-    FUZZ_ASSERT(proto_sparse_check(sp, proto_sparse_size(k), n, &c) == 0 && c == k,
+    FUZZ_ASSERT(proto_sparse_size(idx, k) <= proto_sparse_size_max(k) &&
+                    proto_sparse_check(sp, proto_sparse_size(idx, k), n, &c) == 0 && c == k,
                 "a top-k body does not check");
     /* error feedback from r = 0: what is sent plus what is kept is g */
     FUZZ_ASSERT(proto_ef_topk(v, r, n, k, work, idx, vals) == 0, "ef refused");

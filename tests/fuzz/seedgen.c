@@ -233,9 +233,9 @@ static void write_compress_seeds(void)
     for (int j = 0; j < 3; j++)
         vals[j] = v[idx[j]];
     proto_sparse_encode(body, idx, vals, 3);
-    put("compress", "sparse-3-of-8", head, 3, body, proto_sparse_size(3));
+    put("compress", "sparse-3-of-8", head, 3, body, proto_sparse_size(idx, 3));
     proto_sparse_encode(body, idx, vals, 0);
-    put("compress", "sparse-empty", head, 3, body, proto_sparse_size(0));
+    put("compress", "sparse-empty", head, 3, body, proto_sparse_size(idx, 0));
     head[0] = 1;
     proto_fp16_encode(body, v, 8);
     put("compress", "fp16-8", head, 3, body, 16);
