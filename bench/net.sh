@@ -133,6 +133,11 @@ for row in $ALL; do
         continue
     fi
     echo "bench=net row=$row $out"
+    # each worker's time in pull/push calls (workerd's last INFO line)
+    for h in w0 w1 w2; do
+        wl=$(grep -o 'waited for the shards [^)]*' "$TMP/c/logs/run/$h.log" 2>/dev/null | tail -n1)
+        [ -n "$wl" ] && echo "bench=net row=$row $h $wl"
+    done
     wall=$(echo "$out" | grep -o 'wall_s=[0-9.]*' | cut -d= -f2)
     $PY - "$TMP/c/status.json" "$row" "$TARGET" "${wall:-0}" "$BATCH" "$cc_now" >>"$RESULTS" <<'EOF'
 import json, sys

@@ -90,6 +90,40 @@ START_TEST(test_ssp_two_shards_two_workers)
 }
 END_TEST
 
+/* workerd's closing line says how long it waited for the shards: in sync
+ * mode with w1 three times slower, w0 spends most of each round waiting for
+ * w1's gradient at the barrier, w1 much less. */
+static void wait_stats(const char *log, double *share, double *p50, double *p90)
+{
+    const char *p = strstr(log, "waited for the shards ");
+    ck_assert_msg(p != NULL, "no wait statistics:\n%s", log);
+    double s;
+    int n = sscanf(p, "waited for the shards %lf s = %lf%%, per step median %lf ms, p90 %lf ms",
+                   &s, share, p50, p90);
+    ck_assert_msg(n == 4 && s >= 0 && *share >= 0 && *share <= 100 && *p50 <= *p90,
+                  "bad wait statistics: %.80s", p);
+}
+
+START_TEST(test_wait_stats)
+{
+    cl_init(1, 2);
+    cl_conf_write("sync", "\"epochs\": 2");
+    cl_psd_start(0, 1);
+    cl_worker_start(0, NULL);
+    cl_worker_start(1, "--slowdown=3");
+    char *l0 = cl_worker_wait_ok(0, RUN_MS);
+    char *l1 = cl_worker_wait_ok(1, RUN_MS);
+    double s0, a0, b0, s1, a1, b1;
+    wait_stats(l0, &s0, &a0, &b0);
+    wait_stats(l1, &s1, &a1, &b1);
+    ck_assert_msg(s0 >= 40.0 && s0 > s1 + 20.0 && a0 >= a1,
+                  "w0 (fast) waited %.0f%% (median %.1f ms), w1 (3x slower) %.0f%% (%.1f ms)",
+                  s0, a0, s1, a1);
+    free(l0);
+    free(l1);
+}
+END_TEST
+
 /* A shard that stops mid-run (SIGTERM: it checkpoints) and comes back:
  * the worker reconnects, carries on from the shard's version, finishes. */
 START_TEST(test_shard_restart)
@@ -1088,6 +1122,7 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_sigterm);
     tcase_add_test(tc, test_key_cluster);
     tcase_add_test(tc, test_slowdown);
+    tcase_add_test(tc, test_wait_stats);
     tcase_add_test(tc, test_async_pipelined_pull);
     tcase_add_test(tc, test_ssp_pipelined_pull);
     tcase_add_test(tc, test_async_shard_kill9_pipelined);

@@ -573,9 +573,13 @@ static int run_placement(workerd_opts *o)
     }
     if (have_test && ev.last_step != tr.step && worker_evaluate(&ev, &tr, err, sizeof err) != 0)
         goto stopped_or_failed;
-    remote_log(&rb, REMOTE_LOG_INFO, "%s after %ld steps (%zu samples, %.1f s): telling the shards",
-               tr.finished ? "the job has finished" : "all epochs done", tr.step, tr.samples,
-               trainer_now() - ev.t0);
+    double wall = trainer_now() - ev.t0, waited, w50, w90;
+    remote_wait_stats(&rb, &waited, &w50, &w90);
+    remote_log(&rb, REMOTE_LOG_INFO,
+               "%s after %ld steps (%zu samples, %.1f s; waited for the shards %.1f s = %.0f%%, "
+               "per step median %.1f ms, p90 %.1f ms): telling the shards",
+               tr.finished ? "the job has finished" : "all epochs done", tr.step, tr.samples, wall,
+               waited, wall > 0 ? 100.0 * waited / wall : 0.0, w50, w90);
     proto_done dn = {.step = (uint64_t)tr.step, .samples = tr.samples};
     rc = remote_done(&rb, &dn, o->connect_timeout_s > 0 ? o->connect_timeout_s : 30, err,
                      sizeof err);

@@ -810,10 +810,35 @@ static int push_settle(remote *r, double timeout_s, char *err, size_t errlen)
     return rc;
 }
 
+static int remote_pull(remote *r, float *params, uint64_t *version, char *err, size_t errlen);
+
+/* A pull or push call's wait, added to the step's (a step ends with the
+ * next pull). */
+static void wait_add(remote *r, double t0, int step_ends)
+{
+    double d = now_s() - t0;
+    r->wait_s += d;
+    r->step_wait_s += d;
+    if (!step_ends)
+        return;
+    long bin = (long)(r->step_wait_s * 10000.0);
+    r->wait_hist[bin < REMOTE_WAIT_BINS - 1 ? bin : REMOTE_WAIT_BINS - 1]++;
+    r->wait_steps++;
+    r->step_wait_s = 0;
+}
+
 static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err,
                           size_t errlen)
 {
     remote *r = ctx;
+    double t0 = now_s();
+    int rc = remote_pull(r, params, version, err, errlen);
+    wait_add(r, t0, rc >= 0);
+    return rc;
+}
+
+static int remote_pull(remote *r, float *params, uint64_t *version, char *err, size_t errlen)
+{
     int settled = r->push_pending;
     if (push_settle(r, 0, err, errlen) != 0)
         return -1;
@@ -840,10 +865,22 @@ static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err
     return settled && r->finished ? TRAINER_FINISHED : 0;
 }
 
+static int remote_push(remote *r, const float *grad, uint64_t version, long step, int samples,
+                       char *err, size_t errlen);
+
 static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long step,
                           int samples, char *err, size_t errlen)
 {
     remote *r = ctx;
+    double t0 = now_s();
+    int rc = remote_push(r, grad, version, step, samples, err, errlen);
+    wait_add(r, t0, 0);
+    return rc;
+}
+
+static int remote_push(remote *r, const float *grad, uint64_t version, long step, int samples,
+                       char *err, size_t errlen)
+{
     int settled = r->push_pending;
     if (push_settle(r, 0, err, errlen) != 0)
         return -1;
@@ -968,6 +1005,21 @@ void remote_bytes(const remote *r, uint64_t *out, uint64_t *in)
     for (int i = 0; i < r->nshards; i++) {
         *out += r->c[i].bytes_out;
         *in += r->c[i].bytes_in;
+    }
+}
+
+void remote_wait_stats(const remote *r, double *total_s, double *p50_ms, double *p90_ms)
+{
+    *total_s = r->wait_s;
+    *p50_ms = *p90_ms = 0;
+    uint64_t seen = 0;
+    for (int b = 0; b < REMOTE_WAIT_BINS && r->wait_steps > 0; b++) {
+        uint64_t before = seen;
+        seen += r->wait_hist[b];
+        if (before * 2 < r->wait_steps && seen * 2 >= r->wait_steps)
+            *p50_ms = (b + 1) / 10.0;
+        if (before * 10 < r->wait_steps * 9 && seen * 10 >= r->wait_steps * 9)
+            *p90_ms = (b + 1) / 10.0;
     }
 }
 

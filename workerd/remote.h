@@ -138,6 +138,8 @@ typedef struct remote_conn {
 } remote_conn;
 
 /* The backend: every shard of one placement. */
+#define REMOTE_WAIT_BINS 10000 /* per-step wait histogram: 0.1 ms bins, the last open */
+
 typedef struct remote {
     char node_id[PLACEMENT_ID_MAX + 1]; /* this worker's id (HELLO) */
     char model[CNN_NAME_MAX];
@@ -176,6 +178,11 @@ typedef struct remote {
     proto_report report;
     proto_done done;
     int finished;                       /* a shard answered ACK FINISHED */
+    /* time the training loop spent in pull and push calls (waiting for
+     * the shards), per step: between two pull calls (remote_wait_stats) */
+    double wait_s, step_wait_s;
+    uint64_t wait_steps;
+    uint32_t wait_hist[REMOTE_WAIT_BINS];
     int fatal;                          /* a configuration mismatch: give up */
     char fatal_msg[1024];
 } remote;
@@ -213,6 +220,12 @@ int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen);
  * most timeout_s seconds (> 0).  Returns 0, REMOTE_STOPPED or -1 with a
  * message naming a shard that did not answer. */
 int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, size_t errlen);
+
+/* Time spent waiting for the shards in pull and push calls: total_s in
+ * all, and the median and 90th percentile per step (ms, to 0.1 ms: the
+ * upper edge of the histogram bin; 1000 for 1 s or more).  0 when no step
+ * completed. */
+void remote_wait_stats(const remote *r, double *total_s, double *p50_ms, double *p90_ms);
 
 /* Shard 0's version as last seen (for the printed learning rate). */
 uint64_t remote_version(const remote *r);
