@@ -147,12 +147,13 @@ $(BUILD)/tests/suites.h: $(TEST_SRC) Makefile
 
 $(BUILD)/tests/check_main.o: override CFLAGS += -I$(BUILD)/tests
 $(BUILD)/tests/check_main.o: $(BUILD)/tests/suites.h
+$(BUILD)/tests/check_bgeval.o: override CFLAGS += -Iworkerd
 
 # The daemons' code except their main() is linked into the test runner too,
 # so tests can call e.g. psd's checkpoint codec directly.
 PSD_LIB_OBJ := $(filter-out $(BUILD)/psd/main.o,$(PSD_SRC:%.c=$(BUILD)/%.o))
 TEST_OBJ := $(BUILD)/tests/check_main.o $(TEST_SRC:%.c=$(BUILD)/%.o) $(TEST_HELPER_SRC:%.c=$(BUILD)/%.o) \
-            $(PSD_LIB_OBJ)
+            $(PSD_LIB_OBJ) $(BUILD)/workerd/bgeval.o
 
 $(BUILD)/tests/check_all: $(TEST_OBJ) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
@@ -184,7 +185,7 @@ test-san:
 # hours under valgrind).  CK_FORK=no: one process, so every leak is seen.
 # Under valgrind the CPU looks like it has no AVX-512, so kernels check the
 # paths it emulates (scalar, AVX2).
-VALGRIND_SUITES ?= proto secure placement modelfile optim idx dataset kernels cnn
+VALGRIND_SUITES ?= proto secure placement modelfile optim idx dataset kernels cnn bgeval
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite,indirect,possible \
             --show-leak-kinds=definite,indirect,possible

@@ -219,25 +219,34 @@ int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *a
         t->ahead = 1;
         t->ahead_version = version;
     }
-    size_t in = (size_t)t->m->in_c * t->m->in_h * t->m->in_w;
+    return trainer_eval_params(t->m, t->engine, t->params, ds, t->x, t->y,
+                               (size_t)t->batch, loss_mean, acc_percent, err, errlen);
+}
+
+int trainer_eval_params(const cnn_model *m, cnn_engine *engine, const float *params,
+                        const dataset *ds, float *x, uint8_t *y, size_t chunk,
+                        double *loss_mean, double *acc_percent, char *err, size_t errlen)
+{
+    size_t in = (size_t)m->in_c * m->in_h * m->in_w;
     if ((size_t)ds->rows * (size_t)ds->cols != in) {
         snprintf(err, errlen, "test images are %dx%d, model %s takes %dx%d", ds->rows,
-                 ds->cols, t->m->name, t->m->in_h, t->m->in_w);
+                 ds->cols, m->name, m->in_h, m->in_w);
         return -1;
     }
     double loss_sum = 0;
     size_t correct = 0;
-    /* gather in chunks of the trainer's batch buffer (sequential order) */
+    /* gather in chunks of the caller's buffers (sequential order) */
     uint32_t idx[256];
-    size_t chunk = (size_t)t->batch < 256 ? (size_t)t->batch : 256;
+    if (chunk > 256)
+        chunk = 256;
     for (size_t off = 0; off < ds->n; off += chunk) {
         size_t n = ds->n - off < chunk ? ds->n - off : chunk;
         for (size_t i = 0; i < n; i++)
             idx[i] = (uint32_t)(off + i);
-        dataset_gather(ds, idx, n, t->x, t->y);
+        dataset_gather(ds, idx, n, x, y);
         double l;
         size_t c;
-        cnn_engine_eval(t->engine, t->params, t->x, t->y, n, &l, &c);
+        cnn_engine_eval(engine, params, x, y, n, &l, &c);
         loss_sum += l;
         correct += c;
     }

@@ -118,6 +118,14 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
 int trainer_evaluate(trainer *t, const dataset *ds, double *loss_mean, double *acc_percent,
                      char *err, size_t errlen);
 
+/* The mean loss and the accuracy (percent) of params on ds, through engine
+ * (one caller at a time) in chunks of at most chunk (<= 256) images
+ * gathered into x and y (room for chunk images).  Returns 0, or -1 with a
+ * message if the images do not fit the model. */
+int trainer_eval_params(const cnn_model *m, cnn_engine *engine, const float *params,
+                        const dataset *ds, float *x, uint8_t *y, size_t chunk,
+                        double *loss_mean, double *acc_percent, char *err, size_t errlen);
+
 /* Seconds on a monotonic clock. */
 double trainer_now(void);
 

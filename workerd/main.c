@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgeval.h"
 #include "cnn.h"
 #include "dataset.h"
 #include "kernels.h"
@@ -69,7 +70,10 @@ static void usage(FILE *f)
             "The job ends after its epochs, at job.max_steps shard versions, or at\n"
             "job.target_accuracy; the worker then tells every shard (DONE) and exits 0.\n"
             "An evaluating node (\"evaluate\", default the first worker when there is a\n"
-            "test set) sends each evaluation to shard 0 (REPORT).\n"
+            "test set) sends each evaluation to shard 0 (REPORT).  The ones on the job's\n"
+            "intervals (eval_every_steps/_s) run in a background thread on a copy of the\n"
+            "weights as last pulled, while the node trains on; those after each epoch\n"
+            "and at the end pull the current weights and run in line.\n"
             "With --standalone, trains a CNN in this process, through the same code path.\n"
             "Either way it prints one line per epoch (key=value, or JSON with --json).\n"
             "IDX files may be plain or gzip-compressed.\n"
@@ -412,22 +416,48 @@ typedef struct worker_eval {
     double next_time;       /* eval_every_s: next time */
     long last_step;         /* worker step of the last evaluation (-1: none) */
     double loss, acc;       /* of the last evaluation */
+    bgeval *bg;             /* the interval evaluations' thread (NULL: none) */
 } worker_eval;
 
-/* Evaluate the current global weights, log and REPORT them.  Returns 0, or
- * -1 with a message. */
-static int worker_evaluate(worker_eval *ev, trainer *t, char *err, size_t errlen)
+/* Log and REPORT an evaluation of the weights at (version, step,
+ * samples).  Returns 0, or -1 with a message. */
+static int worker_report(worker_eval *ev, uint64_t version, long step, size_t samples,
+                         const char *how, char *err, size_t errlen)
 {
-    if (trainer_evaluate(t, ev->test, &ev->loss, &ev->acc, err, errlen) != 0)
-        return -1;
-    ev->last_step = t->step;
     double el = trainer_now() - ev->t0;
     remote_log(ev->rb, REMOTE_LOG_INFO,
-               "eval: version %llu, step %ld, %.1f s: test_acc=%.2f test_loss=%.4f",
-               (unsigned long long)remote_version(ev->rb), t->step, el, ev->acc, ev->loss);
-    proto_report rep = {.step = (uint64_t)t->step, .samples = t->samples, .elapsed_s = el,
+               "eval: version %llu, step %ld, %.1f s: test_acc=%.2f test_loss=%.4f%s",
+               (unsigned long long)version, step, el, ev->acc, ev->loss, how);
+    proto_report rep = {.step = (uint64_t)step, .samples = samples, .elapsed_s = el,
                         .test_acc = ev->acc / 100.0, .test_loss = ev->loss};
     return remote_report(ev->rb, &rep, err, errlen) == 0 ? 0 : -1;
+}
+
+/* A finished background evaluation, reported (wait: the one running, if
+ * any, first).  Returns 0, or -1 with a message. */
+static int worker_collect(worker_eval *ev, int wait, char *err, size_t errlen)
+{
+    bgeval_result r;
+    int rc = ev->bg ? bgeval_collect(ev->bg, wait, &r, err, errlen) : 0;
+    if (rc <= 0)
+        return rc;
+    ev->loss = r.loss;
+    ev->acc = r.acc;
+    ev->last_step = r.tag.step;
+    char how[64];
+    snprintf(how, sizeof how, " (background, %.0f ms)", r.seconds * 1000.0);
+    return worker_report(ev, r.tag.version, r.tag.step, r.tag.samples, how, err, errlen);
+}
+
+/* Evaluate the current global weights (pulled), log and REPORT them, after
+ * the background evaluation in flight.  Returns 0, or -1 with a message. */
+static int worker_evaluate(worker_eval *ev, trainer *t, char *err, size_t errlen)
+{
+    if (worker_collect(ev, 1, err, errlen) != 0 ||
+        trainer_evaluate(t, ev->test, &ev->loss, &ev->acc, err, errlen) != 0)
+        return -1;
+    ev->last_step = t->step;
+    return worker_report(ev, remote_version(ev->rb), t->step, t->samples, "", err, errlen);
 }
 
 /* trainer after_step: evaluations on the job's intervals; stop once the
@@ -438,6 +468,8 @@ static int worker_after_step(void *ctx, trainer *t, char *err, size_t errlen)
     worker_eval *ev = ctx;
     uint64_t v = remote_version(ev->rb);
     if (ev->test) {
+        if (worker_collect(ev, 0, err, errlen) != 0)
+            return -1;
         int due = 0;
         if (ev->job->eval_every_steps > 0 && v >= ev->next_version) {
             due = 1;
@@ -449,7 +481,13 @@ static int worker_after_step(void *ctx, trainer *t, char *err, size_t errlen)
             due = 1;
             ev->next_time = now + (double)ev->job->eval_every_s;
         }
-        if (due && worker_evaluate(ev, t, err, errlen) != 0)
+        /* in the background on the weights as last pulled, while this
+         * worker trains on (one still running: this one is skipped) */
+        bgeval_tag tag = {.version = v, .step = t->step, .samples = t->samples};
+        if (due && ev->bg && bgeval_start(ev->bg, ev->rb->cache, &tag) != 0)
+            remote_log(ev->rb, REMOTE_LOG_DEBUG, "eval at version %llu skipped: one is running",
+                       (unsigned long long)v);
+        if (due && !ev->bg && worker_evaluate(ev, t, err, errlen) != 0)
             return -1;
     }
     if (ev->job->max_steps > 0 && v >= (uint64_t)ev->job->max_steps)
@@ -496,6 +534,7 @@ static int run_placement(workerd_opts *o)
     remote rb;
     trainer tr;
     cnn_engine *engine = NULL;
+    bgeval *bg = NULL;
     memset(&rb, 0, sizeof rb);
     memset(&tr, 0, sizeof tr);
     int have_train = 0;
@@ -524,8 +563,11 @@ static int run_placement(workerd_opts *o)
     tr.augment_shift = job->augment_shift;
     tr.slowdown = o->slowdown;
     tr.overlap = rb.overlap;
+    if (have_test && (job->eval_every_steps > 0 || job->eval_every_s > 0) &&
+        !(bg = bgeval_new(&m, k, &test, err, sizeof err)))
+        goto out;
     worker_eval ev = {.o = o, .job = job, .rb = &rb, .test = have_test ? &test : NULL,
-                      .last_step = -1};
+                      .last_step = -1, .bg = bg};
     tr.after_step = worker_after_step;
     tr.after_step_ctx = &ev;
 
@@ -598,6 +640,7 @@ out:
     if (exit_code != 0)
         fprintf(stderr, "workerd: %s\n", err);
     secure_wipe(key, sizeof key);
+    bgeval_free(bg);
     trainer_free(&tr);
     if (rb.c)
         remote_free(&rb);
