@@ -124,10 +124,10 @@ static size_t weights_payload(const proto_weights *m, size_t *nvals)
         *nvals = n;
         return PROTO_WEIGHTS_FIXED + 2 * n;
     case PROTO_ENC_SPARSE: {
-        if (!m->values || !m->base)
+        if (!m->values || (!m->base && !m->idx) || (m->idx && m->count > n))
             return 0;
-        size_t c;
-        size_t body = proto_delta_size(m->base, m->values, n, &c);
+        size_t c = m->count;
+        size_t body = m->idx ? proto_sparse_size(m->idx, c) : proto_delta_size(m->base, m->values, n, &c);
         *nvals = c;
         if (body > PROTO_MAX_FRAME_LIMIT - PROTO_HEADER_SIZE - PROTO_WEIGHTS_FIXED -
                        PROTO_WEIGHTS_DELTA_FIXED)
@@ -182,8 +182,13 @@ int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *b
 {
     *len = 0;
     if (m->hi <= m->lo || (!m->not_modified && (!m->values || m->encoding >= PROTO_ENC_MAX ||
-                                                (m->encoding == PROTO_ENC_SPARSE && !m->base))))
+                                                (m->encoding == PROTO_ENC_SPARSE && !m->base &&
+                                                 !m->idx))))
         return PROTO_ERR_INVALID;
+    if (!m->not_modified && m->encoding == PROTO_ENC_SPARSE && m->idx)
+        for (size_t j = 0; j < m->count; j++)
+            if (m->idx[j] >= m->hi - m->lo || (j > 0 && m->idx[j] <= m->idx[j - 1]))
+                return PROTO_ERR_INVALID;
     if (m->not_modified || m->encoding != PROTO_ENC_SPARSE) {
         size_t head, n;
         int rc = proto_weights_encode_head(m, request_id, NULL, 0, &head, &n);
@@ -215,8 +220,11 @@ int proto_weights_encode(const proto_weights *m, uint32_t request_id, uint8_t *b
     proto_put_be64(p + 8, m->lo);
     proto_put_be64(p + 16, m->hi);
     proto_put_be64(p + 24, m->base_version);
-    proto_delta_encode(p + PROTO_WEIGHTS_FIXED + PROTO_WEIGHTS_DELTA_FIXED, m->base, m->values,
-                       (size_t)(m->hi - m->lo), c);
+    uint8_t *body = p + PROTO_WEIGHTS_FIXED + PROTO_WEIGHTS_DELTA_FIXED;
+    if (m->idx)
+        proto_sparse_encode(body, m->idx, m->values, c);
+    else
+        proto_delta_encode(body, m->base, m->values, (size_t)(m->hi - m->lo), c);
     return 0;
 }
 

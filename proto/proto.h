@@ -434,11 +434,13 @@ typedef struct proto_weights {
     int not_modified;
     uint8_t encoding;      /* proto_encoding: FP32, FP16, SPARSE (delta) */
     uint64_t base_version; /* delta: the version of the copy it applies to */
-    const float *values;   /* encode: hi - lo floats (the current weights) */
+    const float *values;   /* encode: hi - lo floats (the current weights); with idx: count */
     const float *base;     /* encode, delta: the receiver's copy (hi - lo floats) */
+    const uint32_t *idx;   /* encode, delta (instead of base): the count entries to send,
+                              strictly increasing, with their values in values[] */
     const uint8_t *raw;    /* decode: the body after the fixed part(s) */
     size_t raw_len;        /* decode: its bytes */
-    size_t count;          /* decode, delta: entries in it */
+    size_t count;          /* delta: entries in it (decode; encode with idx) */
 } proto_weights;
 
 /* PUSH: a gradient of [lo, hi) in one of the encodings.  Encoding FP32

@@ -710,12 +710,12 @@ static void send_weights_sealed(ps_conn *c, uint32_t req, const proto_weights *m
     conn_send(c, w);
 }
 
-/* Pull "topk": what the peer should hold after this reply, into
- * s->tk_send: its copy (shadow) with the topk_percent of entries that
- * differ most from the weights set to the weights.  The rest stays
+/* Pull "topk": the topk_percent of entries where the weights cur differ
+ * most from the peer's copy (shadow), into s->tk_idx (increasing) and
+ * s->tk_send (their current values); returns how many.  The rest stays
  * different in the shadow too, so it is sent once it is among the
- * largest: delayed, not lost.  Returns 0, or -1 out of memory. */
-static int topk_target(psd_server *s, const float *shadow, const float *cur, size_t n)
+ * largest: delayed, not lost.  Returns (size_t)-1 out of memory. */
+static size_t topk_target(psd_server *s, const float *shadow, const float *cur, size_t n)
 {
     if (!s->tk_diff) {
         s->tk_diff = malloc(s->n * sizeof(float));
@@ -729,26 +729,26 @@ static int topk_target(psd_server *s, const float *shadow, const float *cur, siz
             free(s->tk_idx);
             s->tk_diff = s->tk_send = NULL;
             s->tk_work = s->tk_idx = NULL;
-            return -1;
+            return (size_t)-1;
         }
     }
     for (size_t i = 0; i < n; i++)
         s->tk_diff[i] = cur[i] - shadow[i];
     size_t k = proto_topk_count(n, s->job->compression.topk_percent);
     if (proto_topk_select(s->tk_diff, n, k, s->tk_work, s->tk_idx) != 0)
-        return -1;
-    memcpy(s->tk_send, shadow, n * sizeof(float));
+        return (size_t)-1;
     for (size_t j = 0; j < k; j++)
-        s->tk_send[s->tk_idx[j]] = cur[s->tk_idx[j]];
-    return 0;
+        s->tk_send[j] = cur[s->tk_idx[j]];
+    return k;
 }
 
 /* A delta WEIGHTS (pull "delta") for this connection: the entries that
  * changed since the copy its peer holds (c->shadow), or the full fp32
  * weights when it holds none of this range or the delta would not be
  * smaller; either way the shadow becomes the weights sent.  Pull "topk":
- * only the largest of those changes (topk_target).  Encoded into the
- * write's own buffer (per connection: nothing to share). */
+ * only the largest of those changes (topk_target), encoded straight from
+ * their indices (no pass over the slice).  Encoded into the write's own
+ * buffer (per connection: nothing to share). */
 static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
 {
     psd_server *s = c->srv;
@@ -771,22 +771,33 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
         m->base = c->shadow;
         m->base_version = c->shadow_version;
         if (s->job->compression.pull == PLACEMENT_PULL_TOPK) {
-            if (topk_target(s, c->shadow, cur, n) != 0) {
+            size_t k = topk_target(s, c->shadow, cur, n);
+            if (k == (size_t)-1) {
                 ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: out of memory");
                 conn_close(c);
                 return;
             }
-            m->values = cur = s->tk_send;
+            m->base = NULL;
+            m->idx = s->tk_idx;
+            m->values = s->tk_send;
+            m->count = k;
         }
         proto_weights full = *m;
         full.encoding = PROTO_ENC_FP32;
+        full.values = cur;
         proto_weights_encode(&full, req, NULL, 0, &full_len);
         rc = proto_weights_encode(m, req, NULL, 0, &len);
-        if (rc != PROTO_ERR_NOSPACE || len >= full_len)
+        if (rc != PROTO_ERR_NOSPACE || len >= full_len) {
             m->encoding = PROTO_ENC_FP32;
+            m->values = cur;
+            m->idx = NULL;
+        }
     }
     size_t tag = c->sealed ? PROTO_SEAL_TAG_SIZE : 0;
-    rc = proto_weights_encode(m, req, NULL, 0, &len);
+    if (m->encoding == PROTO_ENC_FP32 || !m->idx) /* (a top-k delta's len is known) */
+        rc = proto_weights_encode(m, req, NULL, 0, &len);
+    else
+        rc = PROTO_ERR_NOSPACE;
     ps_write *w = NULL;
     if (rc == PROTO_ERR_NOSPACE && !(w = write_new(len + tag)))
         rc = PROTO_ERR_NOMEM;
@@ -801,7 +812,11 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
         return;
     }
     w->len = len;
-    memcpy(c->shadow, cur, n * sizeof(float));
+    if (m->encoding == PROTO_ENC_SPARSE && m->idx) /* the peer's copy: the shadow with these */
+        for (size_t j = 0; j < m->count; j++)
+            c->shadow[m->idx[j]] = m->values[j];
+    else
+        memcpy(c->shadow, m->values, n * sizeof(float));
     c->shadow_lo = m->lo;
     c->shadow_hi = m->hi;
     c->shadow_version = m->version;

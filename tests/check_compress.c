@@ -635,6 +635,23 @@ START_TEST(test_pull_weights_encodings)
     memcpy(out, base, sizeof out);
     ck_assert_int_eq(proto_weights_values(&d, out), 0);
     ck_assert_mem_eq(out, w, sizeof w);
+    /* the same delta from its indices (psd's top-k pull): the same bytes */
+    uint8_t again[sizeof buf];
+    size_t len2;
+    uint32_t di[2] = {7, 150};
+    float dv[2] = {w[7], w[150]};
+    proto_weights mi = m;
+    mi.base = NULL;
+    mi.idx = di;
+    mi.values = dv;
+    mi.count = 2;
+    ck_assert_int_eq(proto_weights_encode(&mi, 1, again, sizeof again, &len2), 0);
+    ck_assert_uint_eq(len2, len);
+    ck_assert_mem_eq(again, buf, len);
+    di[1] = 7; /* not increasing */
+    ck_assert_int_eq(proto_weights_encode(&mi, 1, again, sizeof again, &len2), PROTO_ERR_INVALID);
+    di[1] = N;
+    ck_assert_int_eq(proto_weights_encode(&mi, 1, again, sizeof again, &len2), PROTO_ERR_INVALID);
     /* a delta index out of the slice, both flags, a flag with NOT_MODIFIED */
     uint8_t *first = buf + PROTO_FRAME_OVERHEAD + PROTO_WEIGHTS_FIXED + 8 + 4 + 8;
     *first = 0x7f; /* 127 + 1 + 142 */
