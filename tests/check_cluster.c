@@ -91,8 +91,9 @@ START_TEST(test_ssp_two_shards_two_workers)
 END_TEST
 
 /* workerd's closing line says how long it waited for the shards: in sync
- * mode with w1 three times slower, w0 spends most of each round waiting for
- * w1's gradient at the barrier, w1 much less. */
+ * mode with w1 twenty times slower, w0 spends most of each round waiting for
+ * w1's gradient at the barrier, w1 much less (ray's gradient takes a fraction
+ * of a millisecond: at 3x the round trip still dominated both, 68% vs 49%). */
 static void wait_stats(const char *log, double *share, double *p50, double *p90)
 {
     const char *p = strstr(log, "waited for the shards ");
@@ -110,14 +111,16 @@ START_TEST(test_wait_stats)
     cl_conf_write("sync", "\"epochs\": 2");
     cl_psd_start(0, 1);
     cl_worker_start(0, NULL);
-    cl_worker_start(1, "--slowdown=3");
+    cl_worker_start(1, "--slowdown=20");
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
     char *l1 = cl_worker_wait_ok(1, RUN_MS);
     double s0, a0, b0, s1, a1, b1;
     wait_stats(l0, &s0, &a0, &b0);
     wait_stats(l1, &s1, &a1, &b1);
-    ck_assert_msg(s0 >= 40.0 && s0 > s1 + 20.0 && a0 >= a1,
-                  "w0 (fast) waited %.0f%% (median %.1f ms), w1 (3x slower) %.0f%% (%.1f ms)",
+    fprintf(stderr, "wait stats: w0 waited %.0f%% (median %.1f ms), w1 at 20x %.0f%% (%.1f ms)\n",
+            s0, a0, s1, a1);
+    ck_assert_msg(s0 >= 50.0 && s0 > s1 + 25.0 && a0 > a1,
+                  "w0 (fast) waited %.0f%% (median %.1f ms), w1 (20x slower) %.0f%% (%.1f ms)",
                   s0, a0, s1, a1);
     free(l0);
     free(l1);
