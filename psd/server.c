@@ -755,7 +755,7 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
     size_t n = (size_t)(m->hi - m->lo);
     const float *cur = s->shard.w + (m->lo - s->shard.lo);
     size_t len = 0, full_len = 0;
-    int rc;
+    int rc, have_len = 0; /* len is the frame's already */
     m->values = cur;
     if (!c->shadow || c->shadow_lo != m->lo || c->shadow_hi != m->hi) {
         free(c->shadow);
@@ -791,13 +791,12 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
             m->encoding = PROTO_ENC_FP32;
             m->values = cur;
             m->idx = NULL;
+        } else {
+            have_len = 1;
         }
     }
     size_t tag = c->sealed ? PROTO_SEAL_TAG_SIZE : 0;
-    if (m->encoding == PROTO_ENC_FP32 || !m->idx) /* (a top-k delta's len is known) */
-        rc = proto_weights_encode(m, req, NULL, 0, &len);
-    else
-        rc = PROTO_ERR_NOSPACE;
+    rc = have_len ? PROTO_ERR_NOSPACE : proto_weights_encode(m, req, NULL, 0, &len);
     ps_write *w = NULL;
     if (rc == PROTO_ERR_NOSPACE && !(w = write_new(len + tag)))
         rc = PROTO_ERR_NOMEM;
