@@ -179,7 +179,8 @@ typedef struct remote {
     proto_done done;
     int finished;                       /* a shard answered ACK FINISHED */
     /* time the training loop spent in pull and push calls (waiting for
-     * the shards), per step: between two pull calls (remote_wait_stats) */
+     * the shards, and the push's compression: top-k ~1.2 ms for lenet),
+     * per step: between two pull calls (remote_wait_stats) */
     double wait_s, step_wait_s;
     uint64_t wait_steps;
     uint32_t wait_hist[REMOTE_WAIT_BINS];
@@ -221,7 +222,8 @@ int remote_report(remote *r, const proto_report *rep, char *err, size_t errlen);
  * message naming a shard that did not answer. */
 int remote_done(remote *r, const proto_done *d, double timeout_s, char *err, size_t errlen);
 
-/* Time spent waiting for the shards in pull and push calls: total_s in
+/* Time spent waiting for the shards in pull and push calls (compressing
+ * the push included): total_s in
  * all, and the median and 90th percentile per step (ms, to 0.1 ms: the
  * upper edge of the histogram bin; 1000 for 1 s or more).  0 when no step
  * completed. */
