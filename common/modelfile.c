@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <zlib.h>
 
 #include "proto.h"
 
@@ -51,19 +50,6 @@ static int mf_fail(char *err, size_t errlen, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
-}
-
-/* zlib's crc32 over any length (its length argument is a uInt). */
-static uint32_t mf_crc32(const uint8_t *p, size_t n)
-{
-    uLong crc = crc32(0L, Z_NULL, 0);
-    while (n > 0) {
-        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        crc = crc32(crc, p, chunk);
-        p += chunk;
-        n -= chunk;
-    }
-    return (uint32_t)crc;
 }
 
 static const char *const mf_kind_names[CNN_LAYER_KIND_MAX] = {"conv", "maxpool", "relu",
@@ -248,7 +234,7 @@ int modelfile_assemble(const char *header, size_t header_len, const float *param
     proto_put_be64(b + 16, nparams);
     memcpy(b + MODELFILE_FIXED, header, header_len);
     proto_floats_encode(b + MODELFILE_FIXED + header_len, params, (size_t)nparams);
-    proto_put_be32(b + total - MODELFILE_TRAILER, mf_crc32(b, total - MODELFILE_TRAILER));
+    proto_put_be32(b + total - MODELFILE_TRAILER, util_crc32(b, total - MODELFILE_TRAILER));
     *out = b;
     *outlen = total;
     return 0;
@@ -596,7 +582,7 @@ int modelfile_decode(const uint8_t *buf, size_t len, modelfile *out, cnn_model *
                        "%llu bytes after the CRC (the file should end at byte %llu)",
                        (unsigned long long)((uint64_t)len - total), (unsigned long long)total);
     uint32_t stored = proto_get_be32(buf + len - MODELFILE_TRAILER);
-    uint32_t crc = mf_crc32(buf, len - MODELFILE_TRAILER);
+    uint32_t crc = util_crc32(buf, len - MODELFILE_TRAILER);
     if (stored != crc)
         return mf_fail(err, errlen, MODELFILE_ERR_CRC,
                        "CRC mismatch: the file says %08x, its contents give %08x (corrupt file)",

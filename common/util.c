@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 int util_parse_long(const char *s, long min, long max, long *out)
 {
@@ -158,4 +159,17 @@ int util_tcp_congestion_check(const char *name, char *err, size_t errlen)
     int rc = util_tcp_congestion(fd, name, err, errlen);
     close(fd);
     return rc;
+}
+
+uint32_t util_crc32(const void *p, size_t n)
+{
+    const Bytef *b = p;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    while (n > 0) {
+        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        crc = crc32(crc, b, chunk);
+        b += chunk;
+        n -= chunk;
+    }
+    return (uint32_t)crc;
 }

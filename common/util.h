@@ -34,4 +34,7 @@ int util_tcp_congestion(int fd, const char *name, char *err, size_t errlen);
 /* The same on a throwaway socket: can this process use `name`? */
 int util_tcp_congestion_check(const char *name, char *err, size_t errlen);
 
+/* zlib's CRC-32 of n bytes (any n: zlib takes a uInt length at a time). */
+uint32_t util_crc32(const void *p, size_t n);
+
 #endif

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "proto.h"
 #include "util.h"
@@ -82,16 +81,7 @@ int psd_ckpt_encode(const psd_ckpt *c, uint8_t *buf, size_t cap, size_t *len, ch
     p += 4 * n;
     proto_floats_encode(p, c->mom, n);
     p += 4 * n;
-    uLong crc = crc32(0L, Z_NULL, 0);
-    size_t done = 0;
-    while (done < (size_t)(p - buf)) { /* crc32 takes a uInt length */
-        size_t chunk = (size_t)(p - buf) - done;
-        if (chunk > (1u << 30))
-            chunk = 1u << 30;
-        crc = crc32(crc, buf + done, (uInt)chunk);
-        done += chunk;
-    }
-    proto_put_be32(p, (uint32_t)crc);
+    proto_put_be32(p, util_crc32(buf, (size_t)(p - buf)));
     return 0;
 }
 
@@ -113,19 +103,11 @@ int psd_ckpt_decode(const uint8_t *buf, size_t len, psd_ckpt *out, char *err, si
                  PSD_CKPT_FORMAT);
         return -1;
     }
-    uLong crc = crc32(0L, Z_NULL, 0);
-    size_t done = 0;
-    while (done < len - 4) {
-        size_t chunk = len - 4 - done;
-        if (chunk > (1u << 30))
-            chunk = 1u << 30;
-        crc = crc32(crc, buf + done, (uInt)chunk);
-        done += chunk;
-    }
+    uint32_t crc = util_crc32(buf, len - 4);
     uint32_t want_crc = proto_get_be32(buf + len - 4);
-    if ((uint32_t)crc != want_crc) {
+    if (crc != want_crc) {
         snprintf(err, errlen, "checksum mismatch (CRC-32 %08x, file says %08x): corrupt",
-                 (unsigned)(uint32_t)crc, (unsigned)want_crc);
+                 (unsigned)crc, (unsigned)want_crc);
         return -1;
     }
     const uint8_t *mp = buf + 16;
