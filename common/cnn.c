@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "pool.h"
+#include "proto.h"
 #include "rng.h"
 
 /* ------------------------------------------------------------------ models */
@@ -189,6 +191,18 @@ void cnn_params_init(const cnn_model *m, uint64_t seed, float *params, size_t lo
         for (size_t j = s; j < e; j++)
             params[j - lo] = (2.0f * rng_unit_at(seed, j) - 1.0f) * bound;
     }
+}
+
+uint32_t cnn_params_crc(const float *params, size_t n)
+{
+    uint8_t buf[4096];
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t i = 0; i < n; i += sizeof buf / 4) {
+        size_t k = n - i < sizeof buf / 4 ? n - i : sizeof buf / 4;
+        proto_floats_encode(buf, params + i, k);
+        crc = crc32(crc, buf, (uInt)(4 * k));
+    }
+    return (uint32_t)crc;
 }
 
 const char *cnn_param_name(const cnn_model *m, size_t i, char *buf, size_t buflen)

@@ -91,6 +91,11 @@ double cnn_model_forward_flops(const cnn_model *m);
  * range can be initialised on its own.  `params` points at element lo. */
 void cnn_params_init(const cnn_model *m, uint64_t seed, float *params, size_t lo, size_t hi);
 
+/* CRC-32 (zlib's) of n weights as fp32 little-endian bytes, the way the
+ * protocol sends them: what a PULL with PROTO_FLAG_SEED says of the initial
+ * weights it holds (docs/protocol.md, PULL). */
+uint32_t cnn_params_crc(const float *params, size_t n);
+
 /* Name of the parameter tensor holding flat index i, e.g. "conv2.weight",
  * or NULL if i is out of range. */
 const char *cnn_param_name(const cnn_model *m, size_t i, char *buf, size_t buflen);

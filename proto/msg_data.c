@@ -67,21 +67,26 @@ static int cmp_to_proto(int rc)
 
 /* ------------------------------------------------------------------ PULL */
 
-/* Encode a PULL frame. */
+/* Encode a PULL frame (seed: only with SPARSE). */
 int proto_pull_encode(const proto_pull *m, uint32_t request_id, uint8_t *buf, size_t cap,
                       size_t *len)
 {
     *len = 0;
     uint8_t fl = enc_flag(m->encoding);
-    if (m->hi <= m->lo || fl == 0xff)
+    if (m->hi <= m->lo || fl == 0xff || (m->seed && m->encoding != PROTO_ENC_SPARSE))
         return PROTO_ERR_INVALID;
-    int rc = proto_frame_start(buf, cap, len, PROTO_MSG_PULL, fl, request_id, PROTO_PULL_SIZE);
+    if (m->seed)
+        fl |= PROTO_FLAG_SEED;
+    int rc = proto_frame_start(buf, cap, len, PROTO_MSG_PULL, fl, request_id,
+                               PROTO_PULL_SIZE + (m->seed ? 4 : 0));
     if (rc)
         return rc;
     uint8_t *p = buf + PROTO_FRAME_OVERHEAD;
     proto_put_be64(p, m->min_version);
     proto_put_be64(p + 8, m->lo);
     proto_put_be64(p + 16, m->hi);
+    if (m->seed)
+        proto_put_be32(p + 24, m->seed_crc);
     return 0;
 }
 
@@ -96,8 +101,14 @@ int proto_pull_decode(const proto_frame *f, proto_pull *out)
     out->lo = proto_get_be64(p + 8);
     out->hi = proto_get_be64(p + 16);
     int enc = flag_enc(f->hdr.flags);
-    if (enc < 0)
+    out->seed = (f->hdr.flags & PROTO_FLAG_SEED) != 0;
+    out->seed_crc = 0;
+    /* SEED: only with DELTA, and then exactly 4 more bytes */
+    if (enc < 0 || (out->seed && enc != PROTO_ENC_SPARSE) ||
+        f->payload_len != PROTO_PULL_SIZE + (out->seed ? 4u : 0u))
         return PROTO_ERR_BAD_FRAME;
+    if (out->seed)
+        out->seed_crc = proto_get_be32(p + 24);
     out->encoding = (uint8_t)enc;
     return out->hi <= out->lo ? PROTO_ERR_RANGE : 0;
 }

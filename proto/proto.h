@@ -38,7 +38,7 @@
 /* ------------------------------------------------------------- constants */
 
 #define PROTO_MAGIC 0x50534457u /* "PSDW" */
-#define PROTO_VERSION 2
+#define PROTO_VERSION 3
 
 #define PROTO_PREFIX_SIZE 4     /* the length prefix */
 #define PROTO_HEADER_SIZE 12    /* magic, version, type, flags, request id */
@@ -59,6 +59,10 @@
  * the two; neither: fp32, every entry).  docs/protocol.md, "Encodings". */
 #define PROTO_FLAG_FP16 0x02u         /* binary16, every entry */
 #define PROTO_FLAG_DELTA 0x04u        /* sparse: the entries changed since base_version */
+/* PULL with DELTA: the client holds the job's initial weights of [lo, hi)
+ * (version 0, from job.seed) and says so with their CRC-32 (4 more payload
+ * bytes): the shard answers with the changes since them, not in full. */
+#define PROTO_FLAG_SEED 0x08u
 /* The payload is sealed (secure.h, docs/security.md): encrypted, with a
  * PROTO_SEAL_TAG_SIZE tag appended and counted in the length.  Allowed on
  * every type except HELLO, WELCOME and AUTH; the size bounds of a sealed
@@ -78,7 +82,7 @@
 /* Payload sizes (fixed parts; variable parts follow). */
 #define PROTO_HELLO_FIXED 16
 #define PROTO_WELCOME_FIXED 48
-#define PROTO_PULL_SIZE 24
+#define PROTO_PULL_SIZE 24      /* + 4 with PROTO_FLAG_SEED */
 #define PROTO_WEIGHTS_FIXED 24
 #define PROTO_PUSH_FIXED 48
 #define PROTO_WEIGHTS_DELTA_FIXED 8 /* a delta WEIGHTS: base_version before the sparse body */
@@ -422,6 +426,8 @@ typedef struct proto_pull {
     uint64_t min_version; /* 0: always send */
     uint64_t lo, hi;      /* lo < hi */
     uint8_t encoding;     /* proto_encoding asked for: FP32 (full), FP16, SPARSE (delta) */
+    uint8_t seed;         /* SPARSE only: the client holds the initial weights (version 0) */
+    uint32_t seed_crc;    /* with seed: CRC-32 (zlib's) of those weights' fp32 LE bytes */
 } proto_pull;
 
 /* WEIGHTS: the answer to PULL.  Encoding reads hi - lo floats from values;

@@ -747,9 +747,11 @@ static size_t topk_target(psd_server *s, const float *shadow, const float *cur, 
  * weights when it holds none of this range or the delta would not be
  * smaller; either way the shadow becomes the weights sent.  Pull "topk":
  * only the largest of those changes (topk_target), encoded straight from
- * their indices (no pass over the slice).  Encoded into the write's own
- * buffer (per connection: nothing to share). */
-static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
+ * their indices (no pass over the slice), unless `exact` (the changes
+ * since the initial weights a PULL with SEED holds: all of them, so a
+ * worker that joins late starts from the current weights).  Encoded into
+ * the write's own buffer (per connection: nothing to share). */
+static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m, int exact)
 {
     psd_server *s = c->srv;
     size_t n = (size_t)(m->hi - m->lo);
@@ -770,7 +772,7 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
     } else {
         m->base = c->shadow;
         m->base_version = c->shadow_version;
-        if (s->job->compression.pull == PLACEMENT_PULL_TOPK) {
+        if (s->job->compression.pull == PLACEMENT_PULL_TOPK && !exact) {
             size_t k = topk_target(s, c->shadow, cur, n);
             if (k == (size_t)-1) {
                 ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: out of memory");
@@ -823,6 +825,39 @@ static void send_weights_delta(ps_conn *c, uint32_t req, proto_weights *m)
     conn_send(c, w);
 }
 
+/* A PULL whose client says it holds the job's initial weights of [lo, hi)
+ * (PROTO_FLAG_SEED): when their CRC is that of ours (the same model code
+ * and seed), they become this connection's shadow at version 0 and the
+ * reply sends only what changed since them.  Returns 1 (shadow set), 0
+ * (CRC differs: no shadow, the reply is full) or -1 (out of memory: the
+ * connection is closed). */
+static int seed_shadow(ps_conn *c, const proto_pull *p)
+{
+    psd_server *s = c->srv;
+    size_t n = (size_t)(p->hi - p->lo);
+    free(c->shadow);
+    c->shadow_lo = c->shadow_hi = 0;
+    if (!(c->shadow = malloc(n * sizeof(float)))) {
+        ps_log(s, PS_LOG_ERROR, "WEIGHTS reply: out of memory");
+        conn_close(c);
+        return -1;
+    }
+    cnn_params_init(s->cfg->model, s->job->seed, c->shadow, (size_t)p->lo, (size_t)p->hi);
+    uint32_t crc = cnn_params_crc(c->shadow, n);
+    if (crc != p->seed_crc) {
+        ps_log(s, PS_LOG_WARN,
+               "conn %llu %s: PULL says it holds the initial weights of [%llu, %llu) with CRC "
+               "%08x, this shard's are %08x (another model build or seed?): sending them in full",
+               (unsigned long long)c->id, c->addr, (unsigned long long)p->lo, (unsigned long long)p->hi,
+               (unsigned)p->seed_crc, (unsigned)crc);
+        return 0;
+    }
+    c->shadow_lo = p->lo;
+    c->shadow_hi = p->hi;
+    c->shadow_version = 0;
+    return 1;
+}
+
 /* WEIGHTS for a PULL of [p->lo, p->hi) (inside the shard's range) in the
  * encoding it asks for.  fp32 and fp16: a 40-byte head of its own, then the
  * values straight from the shared snapshot of this version in that
@@ -837,8 +872,11 @@ static void send_weights(ps_conn *c, uint32_t req, const proto_pull *p)
     m.hi = p->hi;
     m.not_modified = p->min_version > s->shard.version;
     m.encoding = p->encoding;
+    int seeded = p->seed ? seed_shadow(c, p) : 0;
+    if (seeded < 0)
+        return;
     if (!m.not_modified && m.encoding == PROTO_ENC_SPARSE) {
-        send_weights_delta(c, req, &m);
+        send_weights_delta(c, req, &m, seeded);
         return;
     }
     if (!m.not_modified) /* the peer's copy is no longer the shadow */

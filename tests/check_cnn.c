@@ -7,10 +7,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "cnn.h"
 #include "kernels.h"
 #include "rng.h"
+
+#define PINNED_LENET_42 0x692f3b53u /* cnn_params_crc of lenet seed 42 */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -575,6 +578,42 @@ START_TEST(test_model_table)
 }
 END_TEST
 
+/* The CRC a PULL with SEED sends: zlib's CRC-32 of the fp32 little-endian
+ * bytes, across its 4 KiB chunks; and of lenet's initial weights for seed
+ * 42, pinned: the same on every architecture (a shard and a worker on
+ * different ones must agree, else every seeded pull goes out in full). */
+START_TEST(test_params_crc)
+{
+    static const float two[2] = {1.0f, -2.0f};
+    static const uint8_t le[8] = {0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0};
+    ck_assert_uint_eq(cnn_params_crc(two, 2), (uint32_t)crc32(0L, le, 8));
+    ck_assert_uint_eq(cnn_params_crc(two, 0), (uint32_t)crc32(0L, Z_NULL, 0));
+    float *x = malloc(5000 * sizeof(float));
+    uint8_t *b = malloc(5000 * 4);
+    ck_assert(x && b);
+    for (size_t i = 0; i < 5000; i++) {
+        x[i] = (float)i * 0.37f - 100.0f;
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        for (int j = 0; j < 4; j++)
+            b[4 * i + (size_t)j] = (uint8_t)(u >> (8 * j));
+    }
+    ck_assert_uint_eq(cnn_params_crc(x, 5000), (uint32_t)crc32(0L, b, 5000 * 4));
+    x[4999] = -x[4999];
+    ck_assert_uint_ne(cnn_params_crc(x, 5000), (uint32_t)crc32(0L, b, 5000 * 4));
+    free(x);
+    free(b);
+    cnn_model m;
+    char err[256];
+    ck_assert_int_eq(cnn_model_init(&m, "lenet", err, sizeof(err)), 0);
+    float *w = malloc(m.nparams * 4);
+    ck_assert_ptr_nonnull(w);
+    cnn_params_init(&m, 42, w, 0, m.nparams);
+    ck_assert_uint_eq(cnn_params_crc(w, m.nparams), PINNED_LENET_42);
+    free(w);
+}
+END_TEST
+
 START_TEST(test_init)
 {
     cnn_model m;
@@ -721,6 +760,7 @@ Suite *cnn_suite(void)
 {
     Suite *s = suite_create("cnn");
     TCase *tc = tcase_create("layers");
+    tcase_add_test(tc, test_params_crc);
     tcase_add_test(tc, test_conv_grad);
     tcase_add_test(tc, test_pool_grad);
     tcase_add_test(tc, test_linear_grad);

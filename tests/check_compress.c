@@ -698,12 +698,17 @@ static void one_shard(void)
     cl_psd_start(0, 1);
 }
 
-static void worker_hello(psd_client *c)
+static void worker_hello_as(psd_client *c, const char *id)
 {
     proto_welcome w;
     ck_assert_int_eq(psc_connect(c, g_cl.port[0], 2000, 5000), 0);
-    int rc = psc_hello(c, PROTO_ROLE_WORKER, "w0", "ray", NP, &w);
+    int rc = psc_hello(c, PROTO_ROLE_WORKER, id, "ray", NP, &w);
     ck_assert_msg(rc == 0, "HELLO: %d %s", rc, c->last_error.text);
+}
+
+static void worker_hello(psd_client *c)
+{
+    worker_hello_as(c, "w0");
 }
 
 static uint64_t status_bytes_in(void)
@@ -937,6 +942,94 @@ START_TEST(test_psd_topk_pulls)
 }
 END_TEST
 
+/* A PULL that holds the initial weights (SEED) with their CRC gets the
+ * changes since them, all of them even with pull "topk" (a worker joining
+ * late must not train on mostly initial weights), as a delta against
+ * version 0; nothing changed: an empty delta.  A wrong CRC gets the
+ * weights in full (and a log line); the seeded copy is the connection's
+ * shadow, so the next pulls are top-k deltas against it. */
+START_TEST(test_psd_seed_pulls)
+{
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 1, \"compression\": {\"pull\": \"topk\", "
+                           "\"topk_percent\": 10}");
+    cl_psd_start(0, 1);
+    ps_shard ref;
+    local_shard(&ref);
+    static float init[NP], copy[NP], g[NP];
+    memcpy(init, ref.w, sizeof init);
+    const uint32_t crc = cnn_params_crc(init, NP);
+    const size_t k = proto_topk_count(NP, 10);
+    proto_pull seed = {.lo = 0, .hi = NP, .encoding = PROTO_ENC_SPARSE, .seed = 1,
+                       .seed_crc = crc};
+    proto_weights w;
+    psd_client c, late, bad;
+    worker_hello(&c);
+    memcpy(copy, init, sizeof copy);
+    ck_assert_int_gt(psc_pull_send_msg(&c, &seed), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&c, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(w.base_version, 0);
+    ck_assert_uint_eq(w.version, 0);
+    ck_assert_uint_eq(w.count, 0);
+    ck_assert_mem_eq(copy, init, sizeof copy);
+    /* three sparse gradients: 30% of the entries change, 3k */
+    for (int step = 0; step < 3; step++) {
+        memset(g, 0, sizeof g);
+        for (size_t i = (size_t)step; i < NP; i += 10)
+            g[i] = 0.25f + frnd() * 0.1f;
+        proto_ack a;
+        ck_assert_int_eq(psc_push(&c, (uint64_t)step + 1, ref.version, (uint64_t)step + 1, 0, NP,
+                                  g, &a),
+                         0);
+        ps_shard_apply(&ref, g);
+    }
+    size_t changed = 0;
+    for (size_t i = 0; i < NP; i++)
+        changed += ref.w[i] != init[i];
+    ck_assert_uint_gt(changed, 2 * k);
+    /* a worker joining now: every change, exact */
+    worker_hello_as(&late, "w1");
+    memcpy(copy, init, sizeof copy);
+    ck_assert_int_gt(psc_pull_send_msg(&late, &seed), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&late, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(w.base_version, 0);
+    ck_assert_uint_eq(w.version, ref.version);
+    ck_assert_uint_eq(w.count, changed);
+    ck_assert_mem_eq(copy, ref.w, sizeof copy);
+    /* ... and from there top-k deltas against that copy */
+    for (size_t i = 0; i < NP; i++)
+        g[i] = frnd() * 0.1f;
+    proto_ack a;
+    ck_assert_int_eq(psc_push(&c, 4, ref.version, 4, 0, NP, g, &a), 0);
+    ps_shard_apply(&ref, g);
+    ck_assert_int_gt(psc_pull_send_enc(&late, 0, 0, NP, PROTO_ENC_SPARSE), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&late, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(w.base_version, 3);
+    ck_assert_uint_eq(w.count, k);
+    /* another CRC (another model build or seed): in full */
+    worker_hello_as(&bad, "w2");
+    proto_pull wrong = seed;
+    wrong.seed_crc = crc ^ 1u;
+    memcpy(copy, init, sizeof copy);
+    ck_assert_int_gt(psc_pull_send_msg(&bad, &wrong), 0);
+    ck_assert_int_eq(psc_weights_recv_msg(&bad, &w, copy, NP), 0);
+    ck_assert_int_eq(w.encoding, PROTO_ENC_FP32);
+    ck_assert_mem_eq(copy, ref.w, sizeof copy);
+    char log[FIXTURES_PATH_MAX + 32];
+    cl_log_path(log, sizeof log, "ps0");
+    char *ps = cl_file_text(log);
+    ck_assert_msg(strstr(ps, "sending them in full"), "no log line:\n%s", ps);
+    free(ps);
+    psc_close(&c);
+    psc_close(&late);
+    psc_close(&bad);
+    ps_shard_free(&ref);
+}
+END_TEST
+
 /* ------------------------------------------------------------ cluster */
 
 /* One shard, `nw` workers, sync, ray, 1 epoch, pull `pull`: the shard's
@@ -950,14 +1043,21 @@ static void sync_weights(int nw, const char *pull, float *w, uint64_t *version)
     cl_psd_start(0, 1);
     for (int i = 0; i < nw; i++)
         cl_worker_start(i, NULL);
-    for (int i = 0; i < nw; i++)
-        free(cl_worker_wait_ok(i, RUN_MS));
+    for (int i = 0; i < nw; i++) {
+        char *l = cl_worker_wait_ok(i, RUN_MS);
+        /* delta: started from the initial weights, built by the worker */
+        int seeded = strstr(l, "(1 of 1 shards sent the changes since the initial") != NULL;
+        ck_assert_msg(strstr(l, "first weights in ") && seeded == !strcmp(pull, "delta"),
+                      "pull %s:\n%s", pull, l);
+        free(l);
+    }
     cl_shard_weights(0, 0, NP, w, version);
     cl_teardown();
 }
 
 /* Delta pulls are exact: a job trains to the same weights, bit for bit, as
- * with full pulls. */
+ * with full pulls (the delta workers start from the initial weights they
+ * build themselves, and pull only the changes since). */
 START_TEST(test_cluster_delta_exact)
 {
     static float full[NP], delta[NP];
@@ -1077,6 +1177,7 @@ Suite *compress_suite(void)
     tcase_add_test(tc, test_psd_applies_compressed_push);
     tcase_add_test(tc, test_psd_delta_pulls);
     tcase_add_test(tc, test_psd_topk_pulls);
+    tcase_add_test(tc, test_psd_seed_pulls);
     tcase_add_test(tc, test_cluster_delta_exact);
     tcase_add_test(tc, test_cluster_topk_accuracy);
     suite_add_tcase(s, tc);

@@ -384,7 +384,7 @@ START_TEST(test_header_bytes)
     static const uint8_t want[40] = {
         0x00, 0x00, 0x00, 0x24,                         /* length 12 + 24 */
         0x50, 0x53, 0x44, 0x57,                         /* "PSDW" */
-        0x00, 0x02,                                     /* version 2 */
+        0x00, 0x03,                                     /* version 3 */
         PROTO_MSG_PULL, 0x00,                           /* type, flags */
         0x01, 0x02, 0x03, 0x04,                         /* request id */
         0, 0, 0, 0, 0, 0, 0, 5,                         /* min_version */
@@ -401,6 +401,76 @@ START_TEST(test_header_bytes)
     ck_assert_uint_eq(h.type, PROTO_MSG_PULL);
     ck_assert_uint_eq(h.flags, 0);
     ck_assert_uint_eq(h.request_id, 0x01020304u);
+}
+END_TEST
+
+/* A PULL that holds the initial weights (SEED): 4 more bytes, the CRC,
+ * only with DELTA; every other combination of the flag and the size is
+ * refused by the decoder. */
+START_TEST(test_pull_seed)
+{
+    uint8_t buf[64];
+    size_t len = 0;
+    proto_pull m = {.min_version = 0, .lo = 6, .hi = 7, .encoding = PROTO_ENC_SPARSE,
+                    .seed = 1, .seed_crc = 0xdeadbeefu};
+    ck_assert_int_eq(proto_pull_encode(&m, 0x01020304u, buf, sizeof buf, &len), 0);
+    static const uint8_t want[44] = {
+        0x00, 0x00, 0x00, 0x28,                         /* length 12 + 28 */
+        0x50, 0x53, 0x44, 0x57, 0x00, 0x03,             /* "PSDW", version 3 */
+        PROTO_MSG_PULL, 0x0c,                           /* type, flags DELTA | SEED */
+        0x01, 0x02, 0x03, 0x04,                         /* request id */
+        0, 0, 0, 0, 0, 0, 0, 0,                         /* min_version */
+        0, 0, 0, 0, 0, 0, 0, 6,                         /* lo */
+        0, 0, 0, 0, 0, 0, 0, 7,                         /* hi */
+        0xde, 0xad, 0xbe, 0xef};                        /* seed_crc */
+    ck_assert_uint_eq(len, sizeof want);
+    ck_assert_mem_eq(buf, want, sizeof want);
+    proto_frame f;
+    ck_assert_int_eq(proto_frame_parse(buf, len, 0, &f), (int)len);
+    proto_pull d;
+    memset(&d, 0x55, sizeof d);
+    ck_assert_int_eq(proto_pull_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.seed, 1);
+    ck_assert_uint_eq(d.seed_crc, 0xdeadbeefu);
+    ck_assert_uint_eq(d.encoding, PROTO_ENC_SPARSE);
+    ck_assert_uint_eq(d.lo, 6);
+    ck_assert_uint_eq(d.hi, 7);
+    /* without the flag: seed 0, and 24 bytes as before */
+    m.seed = 0;
+    ck_assert_int_eq(proto_pull_encode(&m, 1, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_PULL_SIZE);
+    ck_assert_int_eq(proto_frame_parse(buf, len, 0, &f), (int)len);
+    ck_assert_int_eq(proto_pull_decode(&f, &d), 0);
+    ck_assert_uint_eq(d.seed, 0);
+    ck_assert_uint_eq(d.seed_crc, 0);
+    /* the encoder: SEED only with a delta */
+    m.seed = 1;
+    m.encoding = PROTO_ENC_FP32;
+    ck_assert_int_eq(proto_pull_encode(&m, 1, buf, sizeof buf, &len), PROTO_ERR_INVALID);
+    m.encoding = PROTO_ENC_FP16;
+    ck_assert_int_eq(proto_pull_encode(&m, 1, buf, sizeof buf, &len), PROTO_ERR_INVALID);
+    /* the decoder, on frames made by hand */
+    static const struct {
+        uint8_t flags;
+        size_t plen;
+    } bad[] = {
+        {PROTO_FLAG_SEED, PROTO_PULL_SIZE + 4},                       /* no DELTA */
+        {PROTO_FLAG_SEED | PROTO_FLAG_FP16, PROTO_PULL_SIZE + 4},     /* fp16 */
+        {PROTO_FLAG_SEED | PROTO_FLAG_DELTA, PROTO_PULL_SIZE},        /* no CRC */
+        {PROTO_FLAG_SEED | PROTO_FLAG_DELTA, PROTO_PULL_SIZE + 1},
+        {PROTO_FLAG_DELTA, PROTO_PULL_SIZE + 4},                      /* CRC without flag */
+        {0, PROTO_PULL_SIZE + 4},
+        {0, PROTO_PULL_SIZE + 2},
+    };
+    uint8_t payload[PROTO_PULL_SIZE + 4] = {0};
+    payload[23] = 1; /* lo 0, hi 1 */
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        f = frame_of(PROTO_MSG_PULL, bad[k].flags, 1, payload, bad[k].plen);
+        ck_assert_msg(proto_pull_decode(&f, &d) == PROTO_ERR_BAD_FRAME, "case %zu", k);
+    }
+    f = frame_of(PROTO_MSG_PULL, PROTO_FLAG_SEED | PROTO_FLAG_DELTA, 1, payload,
+                 PROTO_PULL_SIZE + 4);
+    ck_assert_int_eq(proto_pull_decode(&f, &d), 0);
 }
 END_TEST
 
@@ -842,7 +912,8 @@ END_TEST
 
 START_TEST(test_bad_version)
 {
-    static const uint16_t versions[] = {0, 1, 3, 0x0200, 0xffff}; /* 1: the old sparse layout */
+    /* 1: the old sparse layout; 2: no PULL SEED */
+    static const uint16_t versions[] = {0, 1, 2, 4, 0x0300, 0xffff};
     for (size_t k = 0; k < sizeof versions / sizeof versions[0]; k++) {
         uint8_t head[PROTO_FRAME_OVERHEAD];
         ck_assert_int_eq(proto_header_encode(head, PROTO_MSG_HELLO, 0, 0xabcd, 40), 0);
@@ -879,11 +950,11 @@ START_TEST(test_bad_flags_and_sizes)
     } cases[] = {
         {PROTO_MSG_PULL, PROTO_FLAG_NOT_MODIFIED, PROTO_PULL_SIZE},
         {PROTO_MSG_WEIGHTS, 0x08, PROTO_WEIGHTS_FIXED},
-        {PROTO_MSG_PULL, 0x08, PROTO_PULL_SIZE},
+        {PROTO_MSG_PULL, 0x10, PROTO_PULL_SIZE},
         {PROTO_MSG_WEIGHTS, 0x40, PROTO_WEIGHTS_FIXED + 4},
         {PROTO_MSG_PUSH, PROTO_FLAG_NOT_MODIFIED, PROTO_PUSH_FIXED + 4},
         {PROTO_MSG_PULL, 0, PROTO_PULL_SIZE - 1},
-        {PROTO_MSG_PULL, 0, PROTO_PULL_SIZE + 1},
+        {PROTO_MSG_PULL, 0, PROTO_PULL_SIZE + 5},
         {PROTO_MSG_ACK, 0, PROTO_ACK_SIZE + 1},
         {PROTO_MSG_REPORT, 0, 0},
         {PROTO_MSG_OK, 0, 0},
@@ -1145,7 +1216,8 @@ START_TEST(test_bad_hello)
     ck_assert_str_eq(d.node_id, "w01");
     ck_assert_str_eq(d.model, "ray");
     HELLO_EXPECT(PROTO_ERR_VERSION, 1, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
-    HELLO_EXPECT(PROTO_ERR_VERSION, 3, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
+    HELLO_EXPECT(PROTO_ERR_VERSION, 2, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
+    HELLO_EXPECT(PROTO_ERR_VERSION, 4, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_VERSION, 0, PROTO_ROLE_WORKER, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, 0, 0, 3, 3, 0, "w01ray", 6);
     HELLO_EXPECT(PROTO_ERR_BAD_FRAME, PROTO_VERSION, PROTO_ROLE_SHARD, 0, 3, 3, 0, "w01ray", 6);
@@ -1238,7 +1310,7 @@ START_TEST(test_auth_key_messages)
     ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, NULL, 0, &len), PROTO_ERR_NOSPACE);
     ck_assert_uint_eq(len, PROTO_FRAME_OVERHEAD + PROTO_AUTH_SIZE);
     ck_assert_int_eq(proto_auth_encode(&a, 0x0a0b0c0d, buf, sizeof buf, &len), 0);
-    static const uint8_t head[] = {0, 0, 0, 44, 0x50, 0x53, 0x44, 0x57, 0, 2, 14, 0,
+    static const uint8_t head[] = {0, 0, 0, 44, 0x50, 0x53, 0x44, 0x57, 0, 3, 14, 0,
                                    0x0a, 0x0b, 0x0c, 0x0d};
     ck_assert_mem_eq(buf, head, sizeof head);
     f = parse_one(buf, len);
@@ -1669,6 +1741,7 @@ Suite *proto_suite(void)
     Suite *s = suite_create("proto");
     TCase *tc = tcase_create("bytes");
     tcase_add_test(tc, test_header_bytes);
+    tcase_add_test(tc, test_pull_seed);
     tcase_add_test(tc, test_float_bytes);
     suite_add_tcase(s, tc);
 

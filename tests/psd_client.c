@@ -279,13 +279,18 @@ int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float 
     return 0;
 }
 
+long psc_pull_send_msg(psd_client *c, const proto_pull *p)
+{
+    uint32_t id = c->next_req++;
+    PSC_SEND(c, proto_pull_encode(p, id, buf_, cap_, &len_));
+    return (long)id;
+}
+
 long psc_pull_send_enc(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi,
                        uint8_t encoding)
 {
     proto_pull p = {.min_version = min_version, .lo = lo, .hi = hi, .encoding = encoding};
-    uint32_t id = c->next_req++;
-    PSC_SEND(c, proto_pull_encode(&p, id, buf_, cap_, &len_));
-    return (long)id;
+    return psc_pull_send_msg(c, &p);
 }
 
 int psc_weights_recv_msg(psd_client *c, proto_weights *w, float *copy, size_t n)

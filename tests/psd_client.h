@@ -100,6 +100,10 @@ int psc_weights_recv(psd_client *c, uint64_t *version, int *not_modified, float 
 long psc_pull_send_enc(psd_client *c, uint64_t min_version, uint64_t lo, uint64_t hi,
                        uint8_t encoding);
 
+/* Send the PULL p (any fields: PROTO_FLAG_SEED too).  Returns the request
+ * id or PSC_ERR_IO. */
+long psc_pull_send_msg(psd_client *c, const proto_pull *p);
+
 /* Receive a WEIGHTS in any encoding into *w (raw cleared) and, if
  * modified, apply it to copy[0..n) (overwritten, or changed where a delta
  * says: copy must hold the delta's base).  Returns 0 or an error. */

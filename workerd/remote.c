@@ -181,12 +181,18 @@ static int enc_pull(remote *r, remote_conn *c, uint32_t req, uint8_t *buf, size_
     proto_pull p = {.min_version = pull_min_version(r, c), .lo = c->lo, .hi = c->hi};
     /* a delta needs our copy: having dropped it on this connection, ask
      * once for the full weights (the shard then forgets its shadow); a new
-     * connection starts with a full reply anyway */
+     * connection starts with a full reply, unless the slice is still the
+     * initial weights (then the shard sends the changes since them) */
     p.encoding = r->pull_enc == PLACEMENT_PULL_FP16                     ? PROTO_ENC_FP16
                  : (r->pull_enc == PLACEMENT_PULL_DELTA || r->pull_enc == PLACEMENT_PULL_TOPK) &&
                            !c->copy_lost
                      ? PROTO_ENC_SPARSE
                                                                         : PROTO_ENC_FP32;
+    if (c->seed && p.encoding == PROTO_ENC_SPARSE) {
+        p.seed = 1;
+        p.seed_crc = c->seed_crc;
+        p.min_version = 0;
+    }
     return proto_pull_encode(&p, req, buf, cap, len);
 }
 
@@ -497,6 +503,9 @@ static void conn_on_weights(remote *r, remote_conn *c, const proto_frame *f)
         c->version = w.version;
         c->have = 1;
         c->copy_lost = 0;
+        if (c->seed) /* the first values on this slice */
+            c->seed_used = w.encoding == PROTO_ENC_SPARSE;
+        c->seed = 0;
     }
     if (!ahead) {
         c->op_done = 1;
@@ -832,7 +841,21 @@ static int remote_pull_cb(void *ctx, float *params, uint64_t *version, char *err
 {
     remote *r = ctx;
     double t0 = now_s();
+    int first = r->pulls == 0;
     int rc = remote_pull(r, params, version, err, errlen);
+    if (first && rc == 0) {
+        uint64_t out, in;
+        remote_bytes(r, &out, &in);
+        int seeded = 0;
+        char how[96] = "";
+        for (int i = 0; i < r->nshards; i++)
+            seeded += r->c[i].seed_used;
+        if (r->pull_enc == PLACEMENT_PULL_DELTA || r->pull_enc == PLACEMENT_PULL_TOPK)
+            snprintf(how, sizeof how, " (%d of %d shards sent the changes since the initial weights)",
+                     seeded, r->nshards);
+        remote_log(r, REMOTE_LOG_INFO, "first weights in %.0f ms, %llu bytes received so far%s",
+                   (now_s() - t0) * 1000.0, (unsigned long long)in, how);
+    }
     wait_add(r, t0, rc >= 0);
     return rc;
 }
@@ -1095,6 +1118,20 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
         }
         if (c->hi - c->lo > maxslice)
             maxslice = c->hi - c->lo;
+    }
+    /* delta and top-k pulls: start from the job's initial weights, built
+     * here as every shard builds them, and ask each shard only for what
+     * changed since (PULL with SEED: not the whole slice through a slow
+     * link at start); a shard whose CRC of them differs sends it all */
+    if (r->pull_enc == PLACEMENT_PULL_DELTA || r->pull_enc == PLACEMENT_PULL_TOPK) {
+        cnn_params_init(m, p->job.seed, r->cache, 0, m->nparams);
+        for (int s = 0; s < r->nshards; s++) {
+            remote_conn *c = &r->c[s];
+            c->seed = 1;
+            c->seed_crc = cnn_params_crc(r->cache + c->lo, c->hi - c->lo);
+            c->have = 1;
+            c->version = 0;
+        }
     }
     if (r->push_enc != PLACEMENT_PUSH_NONE) {
         r->residual = calloc(m->nparams, sizeof(float));

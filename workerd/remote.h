@@ -117,6 +117,10 @@ typedef struct remote_conn {
     uint64_t push_base;              /* the push's base_version: its weights' version here */
     int have;                        /* the cache holds this shard's slice */
     int copy_lost;                   /* have was dropped: the next PULL is not a delta */
+    int seed;                        /* the slice is the job's initial weights (version 0),
+                                      * built here: PULL says so (PROTO_FLAG_SEED) */
+    uint32_t seed_crc;               /* cnn_params_crc of them */
+    int seed_used;                   /* the first WEIGHTS was a delta against them */
     uint64_t want_min;               /* sync: min_version of the next PULL (0: now) */
     uint64_t seq;                    /* last PUSH seq used (or the shard's last_seq) */
     uint64_t push_seq;               /* seq of the PUSH in flight, 0 if none */

@@ -143,13 +143,17 @@ static void make_msgs(void)
                      .values = vals};
     keep(proto_push_encode(&ps, rid++, next_slot("push"), 512, &len), len);
 
-    /* compression: PULL/WEIGHTS flags FP16 and DELTA, PUSH encodings */
+    /* compression: PULL/WEIGHTS flags FP16 and DELTA (PULL: and SEED), PUSH encodings */
     proto_pull p16 = pl;
     p16.encoding = PROTO_ENC_FP16;
     keep(proto_pull_encode(&p16, rid++, next_slot("pull-fp16"), 512, &len), len);
     proto_pull pd = pl;
     pd.encoding = PROTO_ENC_SPARSE;
     keep(proto_pull_encode(&pd, rid++, next_slot("pull-delta"), 512, &len), len);
+    proto_pull pseed = pd;
+    pseed.seed = 1;
+    pseed.seed_crc = 0x692f3b53u;
+    keep(proto_pull_encode(&pseed, rid++, next_slot("pull-seed"), 512, &len), len);
 
     proto_weights w16 = wt;
     w16.encoding = PROTO_ENC_FP16;
