@@ -89,6 +89,20 @@ export NC_TEST_IMAGES=$DATA/val-images-idx3-ubyte.gz NC_TEST_LABELS=$DATA/val-la
 
 RESULTS=$TMP/results.txt
 : >"$RESULTS"
+# what the delay switch (edge, poor) added to its one-way delay under this
+# load, over all runs of the profile so far: how late it read frames after
+# the kernel had them, and sent them after they were due (mean, max)
+switch_lateness() {
+    local pidf=$TMP/c/netdelay.pid log=$TMP/c/logs/netdelay.log
+    [ -f "$pidf" ] && kill -USR1 "$(cat "$pidf")" 2>/dev/null || return 0
+    sleep 0.3
+    grep '^netdelay: port' "$log" | tail -n 5 | awk -v link="$cur" '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          n = v["rx"]; split(v["read_late_us"], r, "/"); split(v["send_late_us"], t, "/")
+          rs += r[1] * n; rn += n; if (r[2] > rm) rm = r[2]
+          m = v["tx"]; ts += t[1] * m; tn += m; if (t[2] > tm) tm = t[2] }
+        END { if (rn && tn) printf "bench=net link=%s switch: read frames %.0f us after arrival (max %d), sent them %.0f us after due (max %d)\n", link, rs / rn, rm, ts / tn, tm }'
+}
 cur=""
 for row in $ALL; do
     IFS=: read -r link mode push pull slow cc <<<"$row"
@@ -96,6 +110,7 @@ for row in $ALL; do
     shown=$mode overlap=""
     case $mode in *+overlap) mode=${mode%+overlap}; overlap=", \"overlap\": true" ;; esac
     if [ "$link" != "$cur" ]; then
+        switch_lateness
         "$NC" down "$TMP/c" >/dev/null 2>&1
         rm -rf "$TMP/c"
         "$NC" up "$link" "$TMP/c" >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; exit 1; }
@@ -162,6 +177,7 @@ print(f"| {link} | {cc} | {mode} | {push} | {pull} | {'w2 x3' if slow else '-'} 
       f"{'yes' if best >= target else 'no'} | {wall:.1f} | {sps:,.0f} | {per(bin_)} | {per(bout)} | {best:.2f} |")
 EOF
 done
+switch_lateness
 echo
 echo "bench=net target=${TARGET}% limit=${LIMIT}s epochs=$EPOCHS (lenet, batch $BATCH per worker, 3 workers, 2 shards)"
 echo "| link | TCP | mode | push | pull | slow worker | reached | wall s | samples/s | push B/step | pull B/step | best acc |"

@@ -10,10 +10,11 @@
  * of every host's veth pair.  On each IFACE it opens an AF_PACKET raw socket,
  * learns the source MAC of every frame that arrives there, and queues the
  * frame for the port of its destination MAC (all other ports for broadcast,
- * multicast and unknown destinations).  A queued frame is sent when it has
- * waited MS milliseconds, so two hosts see a round-trip time of 2 * MS.  The
- * delay is constant, so each port's queue is a FIFO and frames keep their
- * order.  Queues are bounded (--queue frames per port, default 2048): a frame
+ * multicast and unknown destinations).  A queued frame is sent MS
+ * milliseconds after it arrived, by the kernel's receive timestamp (the time
+ * this process takes to get to it is not added), so two hosts see a
+ * round-trip time of 2 * MS.  The delay is constant, so each port's queue is
+ * a FIFO and the frames of one input port keep their order.  Queues are bounded (--queue frames per port, default 2048): a frame
  * that finds its queue full is dropped and counted, like a router's tail
  * drop; so is a frame the output device's qdisc refuses (ENOBUFS).
  *
@@ -27,8 +28,13 @@
  * left for the hardware to fill in (PACKET_AUXDATA TP_STATUS_CSUMNOTREADY),
  * is dropped and counted ("oversize", "csum"), and the counters say so.
  *
+ * It asks for real-time scheduling (SCHED_FIFO, priority 10; the ready line
+ * says whether it got it), so that the hosts' load does not delay frames.
+ *
  * Prints "netdelay: ready ..." on stdout once every socket is open; the
- * counters on SIGUSR1 and at exit (SIGTERM, SIGINT) on stdout.  Exit status
+ * counters on SIGUSR1 and at exit (SIGTERM, SIGINT) on stdout, with how late
+ * (mean/max microseconds) it read frames after their arrival and sent them
+ * after they were due: what the emulated link adds to MS.  Exit status
  * 0 after a signal, 1 on an error at start (e.g. no AF_PACKET: not root, or
  * no such interface).
  */
@@ -41,6 +47,7 @@
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -69,6 +76,9 @@ typedef struct {
     size_t head, count;
     size_t max_depth;
     uint64_t rx, rx_bytes, tx, tx_bytes, drop_full, drop_txerr, drop_oversize, drop_csum;
+    /* how late this process read frames (after the kernel's arrival time)
+     * and sent them (after they were due), ns */
+    uint64_t rx_late_sum, rx_late_max, tx_late_sum, tx_late_max;
     int blocked;     /* the socket said EAGAIN: wait for POLLOUT */
 } port;
 
@@ -97,6 +107,13 @@ static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -148,6 +165,10 @@ static int port_open(port *p, const char *name)
 #endif
     if (setsockopt(p->fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0) {
         fprintf(stderr, "netdelay: PACKET_AUXDATA on %s: %s\n", name, strerror(errno));
+        return -1;
+    }
+    if (setsockopt(p->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) {
+        fprintf(stderr, "netdelay: SO_TIMESTAMPNS on %s: %s\n", name, strerror(errno));
         return -1;
     }
     int buf = 4 << 20;
@@ -213,7 +234,8 @@ static void port_receive(int i)
         struct sockaddr_ll from;
         union {
             struct cmsghdr h;
-            char b[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+            char b[CMSG_SPACE(sizeof(struct tpacket_auxdata)) +
+                   CMSG_SPACE(sizeof(struct timespec))];
         } ctl;
         struct iovec iov = {buf, sizeof buf};
         struct msghdr mh;
@@ -232,7 +254,7 @@ static void port_receive(int i)
         }
         if (from.sll_pkttype == PACKET_OUTGOING)
             continue;
-        uint64_t t = now_ns();
+        uint64_t t = now_ns(), late = 0;
         p->rx++;
         p->rx_bytes += (uint64_t)n;
         if ((size_t)n > SLOT || (size_t)n > sizeof buf) {
@@ -249,14 +271,26 @@ static void port_receive(int i)
                 if (aux.tp_status & TP_STATUS_CSUMNOTREADY)
                     csum_bad = 1;
             }
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                uint64_t k = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+                uint64_t r = real_ns(); /* the timestamp is CLOCK_REALTIME */
+                late = r > k ? r - k : 0;
+            }
         }
         if (csum_bad) {
             p->drop_csum++;
             continue;
         }
+        p->rx_late_sum += late;
+        if (late > p->rx_late_max)
+            p->rx_late_max = late;
         learn(buf + 6, i);
         int o = lookup(buf);
-        uint64_t due = t + g_delay_ns;
+        /* the delay counts from the frame's arrival (the kernel's time),
+         * not from when this process got to read it */
+        uint64_t due = t - (late < t ? late : 0) + g_delay_ns;
         if (o >= 0) {
             if (o != i)
                 enqueue(&g_ports[o], buf, (size_t)n, due);
@@ -288,6 +322,9 @@ static void port_send(int i, uint64_t t)
         } else {
             p->tx++;
             p->tx_bytes += (uint64_t)n;
+            p->tx_late_sum += t - f->due_ns;
+            if (t - f->due_ns > p->tx_late_max)
+                p->tx_late_max = t - f->due_ns;
         }
         p->head = (p->head + 1) % g_qcap;
         p->count--;
@@ -299,12 +336,16 @@ static void dump(void)
     for (int i = 0; i < g_nports; i++) {
         port *p = &g_ports[i];
         printf("netdelay: port %s rx=%llu rx_bytes=%llu tx=%llu tx_bytes=%llu drop_queue_full=%llu "
-               "drop_tx_error=%llu drop_oversize=%llu drop_csum=%llu queued=%zu max_queue=%zu\n",
+               "drop_tx_error=%llu drop_oversize=%llu drop_csum=%llu queued=%zu max_queue=%zu "
+               "read_late_us=%.0f/%.0f send_late_us=%.0f/%.0f\n",
                p->name, (unsigned long long)p->rx, (unsigned long long)p->rx_bytes,
                (unsigned long long)p->tx, (unsigned long long)p->tx_bytes,
                (unsigned long long)p->drop_full, (unsigned long long)p->drop_txerr,
                (unsigned long long)p->drop_oversize, (unsigned long long)p->drop_csum, p->count,
-               p->max_depth);
+               p->max_depth, p->rx ? (double)p->rx_late_sum / 1e3 / (double)p->rx : 0,
+               (double)p->rx_late_max / 1e3,
+               p->tx ? (double)p->tx_late_sum / 1e3 / (double)p->tx : 0,
+               (double)p->tx_late_max / 1e3);
     }
     fflush(stdout);
 }
@@ -357,8 +398,18 @@ int main(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    printf("netdelay: ready: %d ports, one-way delay %.3f ms, queue %zu frames per port\n",
-           g_nports, delay_ms, g_qcap);
+    /* a link does not wait for a CPU: real-time priority if we may (under
+     * load a normal one read and sent frames ~0.4 ms late on average, up
+     * to ~9 ms; fifo ~0.06 ms, bench/net.sh prints it) */
+    struct sched_param sp = {.sched_priority = 10};
+    const char *sched = sched_setscheduler(0, SCHED_FIFO, &sp) == 0 ? "SCHED_FIFO" : NULL;
+    char why[128];
+    if (!sched) {
+        snprintf(why, sizeof why, "normal (SCHED_FIFO: %s)", strerror(errno));
+        sched = why;
+    }
+    printf("netdelay: ready: %d ports, one-way delay %.3f ms, queue %zu frames per port, "
+           "scheduling %s\n", g_nports, delay_ms, g_qcap, sched);
     fflush(stdout);
     if (check)
         g_stop = 1; /* --check: the sockets open; exit without forwarding */
