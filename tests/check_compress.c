@@ -878,6 +878,14 @@ START_TEST(test_psd_delta_pulls)
 }
 END_TEST
 
+/* Push g as step `seq` (fp32) and apply it to the reference too. */
+static void push_both(psd_client *c, ps_shard *ref, uint64_t seq, const float *g)
+{
+    proto_ack a;
+    ck_assert_int_eq(psc_push(c, seq, ref->version, seq, 0, NP, g, &a), 0);
+    ps_shard_apply(ref, g);
+}
+
 /* Pull "topk" (10%): every delta reply carries at most k entries, the
  * largest differences between the worker's copy and the weights; what it
  * leaves out is sent by later replies, so pulling again at the same
@@ -902,11 +910,7 @@ START_TEST(test_psd_topk_pulls)
     for (int step = 0; step < 3; step++) {
         for (size_t i = 0; i < NP; i++)
             g[i] = frnd() * 0.1f;
-        proto_ack a;
-        ck_assert_int_eq(psc_push(&c, (uint64_t)step + 1, ref.version, (uint64_t)step + 1, 0, NP,
-                                  g, &a),
-                         0);
-        ps_shard_apply(&ref, g);
+        push_both(&c, &ref, (uint64_t)step + 1, g);
     }
     /* momentum moved every entry: k per reply, the largest differences */
     int pulls = 0;
@@ -978,11 +982,7 @@ START_TEST(test_psd_seed_pulls)
         memset(g, 0, sizeof g);
         for (size_t i = (size_t)step; i < NP; i += 10)
             g[i] = 0.25f + frnd() * 0.1f;
-        proto_ack a;
-        ck_assert_int_eq(psc_push(&c, (uint64_t)step + 1, ref.version, (uint64_t)step + 1, 0, NP,
-                                  g, &a),
-                         0);
-        ps_shard_apply(&ref, g);
+        push_both(&c, &ref, (uint64_t)step + 1, g);
     }
     size_t changed = 0;
     for (size_t i = 0; i < NP; i++)
@@ -1001,9 +1001,7 @@ START_TEST(test_psd_seed_pulls)
     /* ... and from there top-k deltas against that copy */
     for (size_t i = 0; i < NP; i++)
         g[i] = frnd() * 0.1f;
-    proto_ack a;
-    ck_assert_int_eq(psc_push(&c, 4, ref.version, 4, 0, NP, g, &a), 0);
-    ps_shard_apply(&ref, g);
+    push_both(&c, &ref, 4, g);
     ck_assert_int_gt(psc_pull_send_enc(&late, 0, 0, NP, PROTO_ENC_SPARSE), 0);
     ck_assert_int_eq(psc_weights_recv_msg(&late, &w, copy, NP), 0);
     ck_assert_int_eq(w.encoding, PROTO_ENC_SPARSE);
