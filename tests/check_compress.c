@@ -878,6 +878,16 @@ START_TEST(test_psd_delta_pulls)
 }
 END_TEST
 
+/* One shard, async, pull "topk" at 10%; the reference shard in ref. */
+static void topk10_shard(ps_shard *ref)
+{
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 1, \"compression\": {\"pull\": \"topk\", "
+                           "\"topk_percent\": 10}");
+    cl_psd_start(0, 1);
+    local_shard(ref);
+}
+
 /* Push g as step `seq` (fp32) and apply it to the reference too. */
 static void push_both(psd_client *c, ps_shard *ref, uint64_t seq, const float *g)
 {
@@ -892,12 +902,8 @@ static void push_both(psd_client *c, ps_shard *ref, uint64_t seq, const float *g
  * version ends with the exact weights. */
 START_TEST(test_psd_topk_pulls)
 {
-    cl_init(1, 1);
-    cl_conf_write("async", "\"epochs\": 1, \"compression\": {\"pull\": \"topk\", "
-                           "\"topk_percent\": 10}");
-    cl_psd_start(0, 1);
     ps_shard ref;
-    local_shard(&ref);
+    topk10_shard(&ref);
     psd_client c;
     worker_hello(&c);
     static float g[NP], copy[NP], before[NP];
@@ -954,12 +960,8 @@ END_TEST
  * shadow, so the next pulls are top-k deltas against it. */
 START_TEST(test_psd_seed_pulls)
 {
-    cl_init(1, 1);
-    cl_conf_write("async", "\"epochs\": 1, \"compression\": {\"pull\": \"topk\", "
-                           "\"topk_percent\": 10}");
-    cl_psd_start(0, 1);
     ps_shard ref;
-    local_shard(&ref);
+    topk10_shard(&ref);
     static float init[NP], copy[NP], g[NP];
     memcpy(init, ref.w, sizeof init);
     const uint32_t crc = cnn_params_crc(init, NP);
