@@ -34,9 +34,12 @@
 #include "psd_client.h"
 #include "cluster.h"
 
-/* Two shards, two workers, 2 epochs in `mode`: both exit 0, w0 learns. */
-static void two_by_two(const char *mode, const char *job)
+/* Two shards, two workers, `epochs` epochs in `mode`: both exit 0, w0 learns
+ * (its last evaluation is at least `min_acc`). */
+static void two_by_two(const char *mode, int epochs, const char *extra, double min_acc)
 {
+    char job[128];
+    snprintf(job, sizeof job, "\"epochs\": %d%s", epochs, extra);
     cl_init(2, 2);
     cl_conf_write(mode, job);
     cl_psd_start(0, 1);
@@ -45,11 +48,12 @@ static void two_by_two(const char *mode, const char *job)
     cl_worker_start(1, NULL);
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
     char *l1 = cl_worker_wait_ok(1, RUN_MS);
-    ck_assert_msg(cl_count_lines(l0, "epoch=") == 2, "w0 log:\n%s", l0);
-    ck_assert_msg(cl_count_lines(l1, "epoch=") == 2, "w1 log:\n%s", l1);
+    ck_assert_msg(cl_count_lines(l0, "epoch=") == epochs, "w0 log:\n%s", l0);
+    ck_assert_msg(cl_count_lines(l1, "epoch=") == epochs, "w1 log:\n%s", l1);
     ck_assert_msg(strstr(l1, "test_acc=") == NULL, "w1 does not evaluate:\n%s", l1);
     double acc = cl_last_test_acc(l0);
-    ck_assert_msg(acc > 50.0, "w0's test accuracy %.2f%% is not far above chance:\n%s", acc, l0);
+    ck_assert_msg(acc >= min_acc, "w0's test accuracy %.2f%% is below %.0f%%:\n%s", acc, min_acc,
+                  l0);
     /* shard 0 got w0's REPORTs */
     psd_client c;
     proto_welcome wel;
@@ -58,7 +62,8 @@ static void two_by_two(const char *mode, const char *job)
     char *json = NULL;
     ck_assert_int_eq(psc_status(&c, &json), 0);
     ck_assert_msg(strstr(json, "w0") && strstr(json, "w1"), "status: %s", json);
-    ck_assert_msg(cl_count_lines(json, "\"test_acc\"") == 2, "two REPORTs from w0: %s", json);
+    ck_assert_msg(cl_count_lines(json, "\"test_acc\"") == epochs, "a REPORT per epoch from w0: %s",
+                  json);
     free(json);
     psc_close(&c);
     /* both workers said DONE: the job is finished on both shards */
@@ -70,23 +75,28 @@ static void two_by_two(const char *mode, const char *job)
     free(l1);
 }
 
+/* Async and ssp run 8 epochs: after 2 (38 steps a worker), w0's accuracy
+ * depended on how the two workers happened to interleave: over 40 loops it
+ * fell as low as 56% (async) and 63% (ssp), and one CI run under ASan ended
+ * at 37%. After 8 epochs the lowest was 91.5% over 60 loops, and 99% over
+ * 40 under ASan. Sync is deterministic (see test_sync_equals_standalone). */
 START_TEST(test_async_two_shards_two_workers)
 {
     g_momentum = "0.5";
-    two_by_two("async", "\"epochs\": 2");
+    two_by_two("async", 8, "", 70.0);
 }
 END_TEST
 
 START_TEST(test_sync_two_shards_two_workers)
 {
-    two_by_two("sync", "\"epochs\": 2");
+    two_by_two("sync", 2, "", 50.0);
 }
 END_TEST
 
 START_TEST(test_ssp_two_shards_two_workers)
 {
     g_momentum = "0.5";
-    two_by_two("ssp", "\"epochs\": 2, \"staleness\": 1");
+    two_by_two("ssp", 8, ", \"staleness\": 1", 70.0);
 }
 END_TEST
 
