@@ -482,6 +482,10 @@ struct cnn_engine {
     float *grad;
     float *logits;
     int want_grad;
+    /* cnn_engine_on_grad_ready (one thread only) */
+    cnn_grad_ready_fn ready_fn;
+    void *ready_ctx;
+    size_t ready_from; /* grad[ready_from, nparams) is final and copied out */
 };
 
 static void *cnn_alloc(size_t nfloats)
@@ -614,9 +618,25 @@ static const float *cnn_forward(const cnn_model *m, const kern_ops *k, cnn_work 
 }
 
 /* Backward from dlogits (already in w->dout[last]); fills w->grad. */
-static void cnn_backward(const cnn_model *m, const kern_ops *k, cnn_work *w,
-                         const float *params, const float *x)
+/* One thread: layer l's gradient is done, and with it everything above
+ * (layers hold consecutive ranges, backward runs from the last): copy it
+ * out and tell the caller.  Not for the first layer's: then the whole
+ * gradient is done, and cnn_engine_grad returns. */
+static void cnn_grad_ready(cnn_engine *e, const cnn_work *w, const cnn_layer *l)
 {
+    size_t from = l->w_off;
+    if (!e->ready_fn || e->threads != 1 || from == 0 || from >= e->ready_from)
+        return;
+    memcpy(e->grad + from, w->grad + from, (e->ready_from - from) * sizeof(float));
+    e->ready_from = from;
+    e->ready_fn(e->ready_ctx, from);
+}
+
+static void cnn_backward(cnn_engine *e, cnn_work *w, const float *x)
+{
+    const cnn_model *m = e->m;
+    const kern_ops *k = e->k;
+    const float *params = e->params;
     int n = w->n;
     for (int i = m->nlayers - 1; i >= 0; i--) {
         const cnn_layer *l = &m->layers[i];
@@ -628,6 +648,7 @@ static void cnn_backward(const cnn_model *m, const kern_ops *k, cnn_work *w,
             conv2d_backward(k, dy, l->in_c, n, l->in_h, l->in_w, params + l->w_off,
                             l->out_c, l->k, l->k, w->cols[i], w->grad + l->w_off,
                             w->grad + l->b_off, din, w->dscratch);
+            cnn_grad_ready(e, w, l);
             break;
         case CNN_LAYER_MAXPOOL:
             if (din)
@@ -651,6 +672,7 @@ static void cnn_backward(const cnn_model *m, const kern_ops *k, cnn_work *w,
                 linear_backward(k, dy, in, n, l->in_c, params + l->w_off, l->out_c,
                                 w->grad + l->w_off, w->grad + l->b_off, din);
             }
+            cnn_grad_ready(e, w, l);
             break;
         default:
             break;
@@ -747,7 +769,7 @@ static void cnn_job_cb(void *arg, int t, int nt)
     w->loss = logsoftmax_nll(logits, e->y + lo, w->n, m->classes, 1.0f / (float)e->n, dlogits,
                              &w->correct);
     if (e->want_grad)
-        cnn_backward(m, e->k, w, e->params, x);
+        cnn_backward(e, w, x);
 }
 
 /* grad[range of thread t] = sum over threads with samples of their grads. */
@@ -758,10 +780,10 @@ static void cnn_reduce_cb(void *arg, int t, int nt)
     /* ranges aligned to 16 floats */
     size_t chunk = ((np + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
     size_t lo = chunk * (size_t)t, hi = lo + chunk;
-    if (lo >= np)
+    if (hi > e->ready_from) /* one thread: copied as the layers finished */
+        hi = e->ready_from;
+    if (lo >= hi)
         return;
-    if (hi > np)
-        hi = np;
     int first = 1;
     for (int s = 0; s < e->threads; s++) {
         if (e->work[s].n == 0)
@@ -784,6 +806,7 @@ void cnn_engine_grad(cnn_engine *e, const float *params, const float *x, const u
     e->grad = grad;
     e->logits = NULL;
     e->want_grad = 1;
+    e->ready_from = e->m->nparams;
     pool_run(e->pool, cnn_job_cb, e);
     pool_run(e->pool, cnn_reduce_cb, e);
     double loss = 0;
@@ -796,6 +819,12 @@ void cnn_engine_grad(cnn_engine *e, const float *params, const float *x, const u
         *loss_sum = loss;
     if (correct)
         *correct = hits;
+}
+
+void cnn_engine_on_grad_ready(cnn_engine *e, cnn_grad_ready_fn fn, void *ctx)
+{
+    e->ready_fn = fn;
+    e->ready_ctx = ctx;
 }
 
 void cnn_engine_eval(cnn_engine *e, const float *params, const float *x, const uint8_t *y,

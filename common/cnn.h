@@ -169,6 +169,16 @@ void cnn_engine_free(cnn_engine *e);
 void cnn_engine_grad(cnn_engine *e, const float *params, const float *x, const uint8_t *y,
                      int n, float *grad, double *loss_sum, int *correct);
 
+/* Optional: with one thread, cnn_engine_grad calls fn(ctx, from) during
+ * the backward pass each time a layer's gradient is done: grad[from ..
+ * nparams) then holds its final values (a layer's parameters follow the
+ * layer before's, and backward runs from the last layer), 0 < from <
+ * nparams.  workerd sends a shard's slice of the push as soon as it is
+ * final.  With more threads the gradient is summed over them at the end,
+ * and fn is not called.  NULL turns it off. */
+typedef void (*cnn_grad_ready_fn)(void *ctx, size_t from);
+void cnn_engine_on_grad_ready(cnn_engine *e, cnn_grad_ready_fn fn, void *ctx);
+
 /* Forward only over any number of samples (chunked by max_batch); sums the
  * loss and counts correct predictions. */
 void cnn_engine_eval(cnn_engine *e, const float *params, const float *x, const uint8_t *y,

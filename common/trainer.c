@@ -58,7 +58,7 @@ static int local_push(void *ctx, const float *grad, uint64_t version, long step,
 
 param_backend trainer_local_backend(ps_shard *whole)
 {
-    param_backend be = { whole, local_pull, local_push, local_ahead };
+    param_backend be = { whole, local_pull, local_push, local_ahead, NULL };
     return be;
 }
 
@@ -113,6 +113,19 @@ void trainer_free(trainer *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* cnn_engine_on_grad_ready: hand the final part of the gradient to the
+ * backend.  A slowed-down worker sleeps for the compute so far first, so
+ * the part leaves when it would on a box that much slower. */
+static void trainer_grad_ready(void *ctx, size_t from)
+{
+    trainer *t = ctx;
+    if (t->slowdown > 1.0f)
+        t->ready_slept +=
+            trainer_sleep((double)(t->slowdown - 1.0f) * (trainer_now() - t->ready_mark));
+    t->be.grad_ready(t->be.ctx, t->grad, from, t->ready_version, t->step, t->ready_n);
+    t->ready_mark = trainer_now();
+}
+
 int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st, char *err,
                       size_t errlen)
 {
@@ -151,10 +164,19 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                               t->seed, (uint64_t)epoch);
         double loss;
         int correct;
-        c0 = trainer_now();
+        int early = t->be.grad_ready && !t->overlap;
+        t->ready_version = version;
+        t->ready_n = n;
+        t->ready_slept = 0;
+        if (early)
+            cnn_engine_on_grad_ready(t->engine, trainer_grad_ready, t);
+        t->ready_mark = trainer_now();
         cnn_engine_grad(t->engine, t->params, t->x, t->y, n, t->grad, &loss, &correct);
+        if (early)
+            cnn_engine_on_grad_ready(t->engine, NULL, NULL);
         if (t->slowdown > 1.0f)
-            st->slow_seconds += trainer_sleep((double)(t->slowdown - 1.0f) * (trainer_now() - c0));
+            st->slow_seconds += t->ready_slept + trainer_sleep((double)(t->slowdown - 1.0f) *
+                                                               (trainer_now() - t->ready_mark));
         c0 = trainer_now();
         if (t->overlap && t->inflight) {
             /* the last push's reply and the weights behind it: the next

@@ -38,6 +38,12 @@ typedef struct param_backend {
      * gradients).  So the next gradient is computed on weights that already
      * hold this worker's own last one.  scratch (nparams) is free to use. */
     void (*ahead)(void *ctx, const float *grad, float *params, float *scratch);
+    /* Optional, not with overlap: during the backward pass, grad[from ..
+     * nparams) of the gradient being computed is final (cnn_engine_on_grad_ready)
+     * and may be sent now; the push call that follows passes the same
+     * grad, version, step and samples. */
+    void (*grad_ready)(void *ctx, const float *grad, size_t from, uint64_t version, long step,
+                       int samples);
 } param_backend;
 
 /* A backend that is one in-process shard covering the whole vector: pull
@@ -84,6 +90,11 @@ typedef struct trainer {
     int (*after_step)(void *ctx, struct trainer *t, char *err, size_t errlen);
     void *after_step_ctx;
     int finished;      /* the backend or after_step said the job finished */
+    /* the step in progress, for be.grad_ready */
+    uint64_t ready_version;
+    int ready_n;
+    double ready_mark;  /* compute since then not yet slowed down */
+    double ready_slept; /* slowdown's sleeps inside the backward pass */
 } trainer;
 
 typedef struct trainer_stats {

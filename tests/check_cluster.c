@@ -671,9 +671,9 @@ static unsigned long long epoch_sum(const char *l, const char *key)
 }
 
 /* A --verbose worker's closing count for shard s: PULLs sent, sent behind
- * a PUSH, pull calls those served. */
+ * a PUSH, pull calls those served, PUSHes sent during the backward pass. */
 static void pull_counts(const char *l, int s, unsigned long long *sent, unsigned long long *ahead,
-                        unsigned long long *served)
+                        unsigned long long *served, unsigned long long *early)
 {
     char key[32];
     snprintf(key, sizeof key, "shard %d: ", s);
@@ -684,8 +684,10 @@ static void pull_counts(const char *l, int s, unsigned long long *sent, unsigned
         const char *q = strstr(p, " reconnects; ");
         const char *e = strchr(p, '\n');
         if (q && (!e || q < e) &&
-            sscanf(q, " reconnects; %llu pulls sent, %llu behind a push, %llu pull calls served",
-                   sent, ahead, served) == 3)
+            sscanf(q,
+                   " reconnects; %llu pulls sent, %llu behind a push, %llu pull calls served "
+                   "by those; %llu pushes sent before",
+                   sent, ahead, served, early) == 4)
             return;
     }
     ck_abort_msg("no pull counts for shard %d in:\n%s", s, cl_tail(l));
@@ -716,8 +718,14 @@ static void pipelined(const char *mode, const char *job)
         ck_assert_msg(steps[w] > 10 && (w == 1 || evals >= 2) && (w == 0 || evals == 0),
                       "w%d: %llu steps, %llu evaluations:\n%s", w, steps[w], evals, cl_tail(l[w]));
         for (int s = 0; s < 2; s++) {
-            unsigned long long sent, ahead, served;
-            pull_counts(l[w], s, &sent, &ahead, &served);
+            unsigned long long sent, ahead, served, early;
+            pull_counts(l[w], s, &sent, &ahead, &served, &early);
+            /* shard 1's slice is all in ray's last layer: its PUSH leaves
+             * while the backward pass goes on through the conv layer;
+             * shard 0's holds the conv layer's, done last */
+            ck_assert_msg(early == (s == 1 ? steps[w] : 0),
+                          "w%d shard %d: %llu of %llu pushes sent during the backward pass", w,
+                          s, early, steps[w]);
             unsigned long long calls = steps[w] + evals; /* trainer steps and evaluations */
             ck_assert_msg(ahead == steps[w] && sent - ahead == calls - served &&
                               served + 1 + evals >= calls && served < calls,

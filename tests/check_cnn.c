@@ -655,12 +655,13 @@ END_TEST
 
 /* ------------------------------------------- threads and SIMD paths */
 
-static void engine_grad(const cnn_model *m, const kern_ops *k, int threads, int n, float *g,
-                        double *loss)
+static void engine_grad_hook(const cnn_model *m, const kern_ops *k, int threads, int n, float *g,
+                             double *loss, cnn_grad_ready_fn fn, void *ctx)
 {
     char err[256];
     cnn_engine *e = cnn_engine_new(m, k, threads, n, err, sizeof(err));
     ck_assert_msg(e != NULL, "%s", err);
+    cnn_engine_on_grad_ready(e, fn, ctx);
     size_t in = (size_t)m->in_c * m->in_h * m->in_w;
     float *p = malloc(m->nparams * 4), *x = malloc(in * n * 4);
     uint8_t *lab = malloc(n);
@@ -671,6 +672,12 @@ static void engine_grad(const cnn_model *m, const kern_ops *k, int threads, int 
     cnn_engine_grad(e, p, x, lab, n, g, loss, NULL);
     free(p); free(x); free(lab);
     cnn_engine_free(e);
+}
+
+static void engine_grad(const cnn_model *m, const kern_ops *k, int threads, int n, float *g,
+                        double *loss)
+{
+    engine_grad_hook(m, k, threads, n, g, loss, NULL, NULL);
 }
 
 static void assert_close(const float *a, const float *b, size_t n, double rtol, const char *what)
@@ -706,6 +713,66 @@ START_TEST(test_threads_match)
         assert_close(g2, g1, m.nparams, 1e-5, "1 sample, 3 threads");
         free(g1);
         free(g2);
+    }
+}
+END_TEST
+
+/* cnn_engine_on_grad_ready: each call's grad[from..) already holds the
+ * final gradient (bit for bit what a run without the hook returns), the
+ * rest is not written yet; one call per layer with parameters, last layer
+ * first, none for the first layer; none with 2 threads. */
+typedef struct ready_rec {
+    const cnn_model *m;
+    float *g;
+    const float *ref;
+    size_t from[CNN_MAX_LAYERS];
+    int calls;
+} ready_rec;
+
+static void ready_check(void *ctx, size_t from)
+{
+    ready_rec *r = ctx;
+    size_t np = r->m->nparams;
+    ck_assert(from > 0 && from < np && r->calls < CNN_MAX_LAYERS);
+    r->from[r->calls++] = from;
+    if (memcmp(r->g + from, r->ref + from, (np - from) * sizeof(float)) != 0)
+        ck_abort_msg("%s: grad[%zu..) not final at the call", r->m->name, from);
+    for (size_t i = 0; i < from; i++) /* still the poison: NaN bits 0xffffffff */
+        if (!isnan(r->g[i]))
+            ck_abort_msg("%s: grad[%zu] written before the call for %zu", r->m->name, i, from);
+}
+
+START_TEST(test_grad_ready)
+{
+    const char *names[2] = { "ray", "lenet" };
+    for (int mi = 0; mi < 2; mi++) {
+        cnn_model m;
+        char err[256];
+        ck_assert_int_eq(cnn_model_init(&m, names[mi], err, sizeof(err)), 0);
+        size_t np = m.nparams;
+        float *ref = malloc(np * 4), *g = malloc(np * 4);
+        double l1, l2;
+        engine_grad(&m, &kern_generic_ops, 1, 9, ref, &l1);
+        ready_rec r = { .m = &m, .g = g, .ref = ref };
+        memset(g, 0xff, np * 4);
+        engine_grad_hook(&m, &kern_generic_ops, 1, 9, g, &l2, ready_check, &r);
+        ck_assert(memcmp(g, ref, np * 4) == 0 && l1 == l2);
+        int want = 0;
+        for (int i = m.nlayers - 1; i > 0; i--)
+            if (m.layers[i].w_len) {
+                ck_assert_msg(want < r.calls && r.from[want] == m.layers[i].w_off,
+                              "%s: call %d of %d", names[mi], want, r.calls);
+                want++;
+            }
+        ck_assert_int_eq(r.calls, want);
+        ck_assert_int_ge(r.calls, 1);
+        /* two threads sum their gradients at the end: no calls */
+        r.calls = 0;
+        engine_grad_hook(&m, &kern_generic_ops, 2, 9, g, &l2, ready_check, &r);
+        ck_assert_int_eq(r.calls, 0);
+        assert_close(g, ref, np, 1e-4, "2 threads");
+        free(ref);
+        free(g);
     }
 }
 END_TEST
@@ -775,6 +842,7 @@ Suite *cnn_suite(void)
     tcase_add_test(tc, test_model_table);
     tcase_add_test(tc, test_init);
     tcase_add_test(tc, test_threads_match);
+    tcase_add_test(tc, test_grad_ready);
     tcase_add_test(tc, test_simd_paths_match);
     tcase_add_test(tc, test_engine_errors);
     suite_add_tcase(s, tc);

@@ -323,8 +323,19 @@ static void conn_connected(remote *r, remote_conn *c)
         conn_fail(r, c, "connection lost while sending HELLO");
 }
 
+/* Queue the next pull's PULL behind the PUSH just sent (async and ssp). */
+static int conn_pull_behind(remote *r, remote_conn *c)
+{
+    c->pull_req = c->next_req++;
+    c->n_pull_sent++;
+    c->n_pull_ahead++;
+    return conn_send_frame(r, c, enc_pull, c->pull_req);
+}
+
 /* Send c's part of the current call; in async and ssp a PUSH takes the
- * next pull's PULL along (state PIPE). */
+ * next pull's PULL along (state PIPE), unless it leaves during the
+ * backward pass (c->pull_later: remote_push sends the PULL once the whole
+ * gradient is done, so the weights are as fresh as the last slice's). */
 static void conn_issue(remote *r, remote_conn *c)
 {
     encode_fn enc;
@@ -351,13 +362,10 @@ static void conn_issue(remote *r, remote_conn *c)
     }
     uint32_t req = c->next_req++;
     int rc = conn_send_frame(r, c, enc, req);
-    int pipe = rc == 0 && c->op == REMOTE_OP_PUSH && r->mode != PLACEMENT_MODE_SYNC;
-    if (pipe) { /* sync: the pull's min_version comes with the ACK */
-        c->pull_req = c->next_req++;
-        rc = conn_send_frame(r, c, enc_pull, c->pull_req);
-        c->n_pull_sent++;
-        c->n_pull_ahead++;
-    }
+    int pipe = rc == 0 && c->op == REMOTE_OP_PUSH && r->mode != PLACEMENT_MODE_SYNC &&
+               !c->pull_later;
+    if (pipe) /* sync: the pull's min_version comes with the ACK */
+        rc = conn_pull_behind(r, c);
     if (rc < 0) {
         snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a request: %s",
                  c->shard, proto_strerror(rc));
@@ -901,6 +909,90 @@ static int remote_push_cb(void *ctx, const float *grad, uint64_t version, long s
     return rc;
 }
 
+/* Start a push: its arguments, every shard's op, no slice prepared yet. */
+static void push_begin(remote *r, const float *grad, uint64_t version, long step, int samples)
+{
+    r->push_grad = grad;
+    r->push_version = version;
+    r->push_step = step;
+    r->push_samples = samples > 0 ? samples : 1;
+    r->push_open = 1;
+    ops_set(r, REMOTE_OP_PUSH, -1);
+    for (int i = 0; i < r->nshards; i++)
+        r->c[i].push_ready = 0;
+}
+
+/* Shard c's slice of the push: its base version and its error feedback,
+ * then, if c is connected, the PUSH (with the PULL behind it) on its way
+ * at once, before the next slice is compressed (or while the backward pass
+ * still runs: remote_grad_ready_cb).  Returns 1 if sent, 0 if c is not
+ * ready (remote_run sends it), -1 on failure (r->fatal). */
+static int push_slice(remote *r, remote_conn *c)
+{
+    const float *grad = r->push_grad;
+    uint64_t version = r->push_version;
+    size_t n = c->hi - c->lo;
+    /* the version of the weights this gradient was computed on: pull call
+     * #version's (the cache's if that is unknown) */
+    int known = version >= 1 && version <= r->pulls && r->pulls - version < REMOTE_PULLS_KEPT;
+    c->push_base = known ? c->pulled[version % REMOTE_PULLS_KEPT] : c->version;
+    c->push_seq = 0;
+    c->push_enc = PROTO_ENC_FP32;
+    c->push_count = 0;
+    /* error feedback, once per push (a resend after a reconnect sends the
+     * same): r = g + r, send the compressed r, keep what was not sent */
+    if (r->push_enc == PLACEMENT_PUSH_FP16) {
+        proto_ef_fp16(grad + c->lo, r->residual + c->lo, r->ef_send + c->lo, n);
+        c->push_enc = PROTO_ENC_FP16;
+    } else if (r->push_enc == PLACEMENT_PUSH_TOPK) {
+        size_t k = proto_topk_count(n, r->topk_percent);
+        if (proto_ef_topk(grad + c->lo, r->residual + c->lo, n, k, r->ef_work,
+                          r->ef_idx + c->lo, r->ef_vals + c->lo) != 0) {
+            snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: top-k of %zu entries failed",
+                     c->shard, n);
+            r->fatal = 1;
+            return -1;
+        }
+        if (proto_sparse_size(r->ef_idx + c->lo, k) < 4 * n) {
+            c->push_enc = PROTO_ENC_SPARSE;
+            c->push_count = k;
+        } else { /* the same gradient as fp32 is not larger */
+            float *d = r->ef_send + c->lo;
+            memset(d, 0, n * sizeof *d);
+            for (size_t j = 0; j < k; j++)
+                d[r->ef_idx[c->lo + j]] = r->ef_vals[c->lo + j];
+        }
+    }
+    c->push_ready = 1;
+    if (c->state != REMOTE_CONN_READY)
+        return 0;
+    c->pull_later = r->push_early && r->mode != PLACEMENT_MODE_SYNC;
+    conn_issue(r, c);
+    if (c->state != REMOTE_CONN_WAIT)
+        c->pull_later = 0;
+    return r->fatal ? -1 : 1;
+}
+
+/* The backward pass has finished grad[from, nparams): send the slices it
+ * covers now, while it computes the rest (not with overlap, whose pushes
+ * leave after the gradient anyway). */
+static void remote_grad_ready_cb(void *ctx, const float *grad, size_t from, uint64_t version,
+                                 long step, int samples)
+{
+    remote *r = ctx;
+    if (r->overlap || r->push_pending || r->fatal)
+        return;
+    if (!r->push_open)
+        push_begin(r, grad, version, step, samples);
+    r->push_early = 1;
+    for (int i = 0; i < r->nshards && !r->fatal; i++) {
+        remote_conn *c = &r->c[i];
+        if (!c->push_ready && c->lo >= from && push_slice(r, c) == 1)
+            c->n_push_early++;
+    }
+    r->push_early = 0;
+}
+
 static int remote_push(remote *r, const float *grad, uint64_t version, long step, int samples,
                        char *err, size_t errlen)
 {
@@ -909,43 +1001,29 @@ static int remote_push(remote *r, const float *grad, uint64_t version, long step
         return -1;
     if (settled && r->finished)
         return TRAINER_FINISHED;
-    r->push_grad = grad;
-    r->push_step = step;
-    r->push_samples = samples > 0 ? samples : 1;
-    /* the version of every slice of the weights this gradient was computed
-     * on: pull call #version's (the cache's if that is unknown) */
-    int known = version >= 1 && version <= r->pulls && r->pulls - version < REMOTE_PULLS_KEPT;
-    for (int i = 0; i < r->nshards; i++) {
+    if (!r->push_open)
+        push_begin(r, grad, version, step, samples);
+    for (int i = 0; i < r->nshards && !r->fatal; i++)
+        if (!r->c[i].push_ready)
+            push_slice(r, &r->c[i]);
+    for (int i = 0; i < r->nshards && !r->fatal; i++) {
         remote_conn *c = &r->c[i];
-        size_t n = c->hi - c->lo;
-        c->push_base = known ? c->pulled[version % REMOTE_PULLS_KEPT] : c->version;
-        c->push_seq = 0;
-        c->push_enc = PROTO_ENC_FP32;
-        c->push_count = 0;
-        /* error feedback, once per push (a resend after a reconnect sends
-         * the same): r = g + r, send the compressed r, keep what was not sent */
-        if (r->push_enc == PLACEMENT_PUSH_FP16) {
-            proto_ef_fp16(grad + c->lo, r->residual + c->lo, r->ef_send + c->lo, n);
-            c->push_enc = PROTO_ENC_FP16;
-        } else if (r->push_enc == PLACEMENT_PUSH_TOPK) {
-            size_t k = proto_topk_count(n, r->topk_percent);
-            if (proto_ef_topk(grad + c->lo, r->residual + c->lo, n, k, r->ef_work,
-                              r->ef_idx + c->lo, r->ef_vals + c->lo) != 0) {
-                snprintf(err, errlen, "shard %d: top-k of %zu entries failed", c->shard, n);
-                return -1;
-            }
-            if (proto_sparse_size(r->ef_idx + c->lo, k) < 4 * n) {
-                c->push_enc = PROTO_ENC_SPARSE;
-                c->push_count = k;
-            } else { /* the same gradient as fp32 is not larger */
-                float *d = r->ef_send + c->lo;
-                memset(d, 0, n * sizeof *d);
-                for (size_t j = 0; j < k; j++)
-                    d[r->ef_idx[c->lo + j]] = r->ef_vals[c->lo + j];
-            }
+        if (!c->pull_later)
+            continue;
+        c->pull_later = 0; /* if c was lost meanwhile, remote_run sends both again */
+        if (c->state != REMOTE_CONN_WAIT)
+            continue;
+        if (conn_pull_behind(r, c) < 0) {
+            snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a PULL",
+                     c->shard);
+            r->fatal = 1;
+            break;
         }
+        conn_set_state(r, c, REMOTE_CONN_PIPE);
+        if (conn_flush(c) != 0)
+            conn_fail(r, c, "connection lost while sending");
     }
-    ops_set(r, REMOTE_OP_PUSH, -1);
+    r->push_open = 0;
     r->until_sent = r->overlap;
     int rc = remote_run(r, 0, err, errlen);
     r->until_sent = 0;
@@ -989,7 +1067,8 @@ static void remote_ahead_cb(void *ctx, const float *grad, float *params, float *
 
 param_backend remote_backend(remote *r)
 {
-    param_backend be = {r, remote_pull_cb, remote_push_cb, r->overlap ? remote_ahead_cb : NULL};
+    param_backend be = {r, remote_pull_cb, remote_push_cb, r->overlap ? remote_ahead_cb : NULL,
+                        r->overlap ? NULL : remote_grad_ready_cb};
     return be;
 }
 
@@ -1182,14 +1261,16 @@ void remote_free(remote *r)
             remote_log(r, REMOTE_LOG_DEBUG,
                        "shard %d: %llu applied, %llu waiting, %llu stale, %llu duplicate, %llu "
                        "finished, %llu reconnects; %llu pulls sent, %llu behind a push, "
-                       "%llu pull calls served by those",
+                       "%llu pull calls served by those; %llu pushes sent before the gradient "
+                       "was complete",
                        i, (unsigned long long)r->c[i].n_applied,
                        (unsigned long long)r->c[i].n_waiting, (unsigned long long)r->c[i].n_stale,
                        (unsigned long long)r->c[i].n_dup, (unsigned long long)r->c[i].n_finished,
                        (unsigned long long)r->c[i].n_reconnects,
                        (unsigned long long)r->c[i].n_pull_sent,
                        (unsigned long long)r->c[i].n_pull_ahead,
-                       (unsigned long long)r->c[i].n_pull_served);
+                       (unsigned long long)r->c[i].n_pull_served,
+                       (unsigned long long)r->c[i].n_push_early);
     free(r->c);
     free(r->cache);
     free(r->residual);

@@ -126,6 +126,9 @@ typedef struct remote_conn {
     uint64_t push_seq;               /* seq of the PUSH in flight, 0 if none */
     uint32_t push_enc;               /* proto_encoding of this push (remote_push_cb) */
     size_t push_count;               /* SPARSE: its pairs */
+    int push_ready;                  /* this push's slice is compressed (push_slice) */
+    int pull_later;                  /* its PUSH left during the backward pass, alone: the
+                                      * PULL follows when the gradient is done */
     /* the current call */
     remote_op op;
     int op_done;
@@ -139,6 +142,7 @@ typedef struct remote_conn {
     uint64_t n_pull_sent;            /* PULL frames sent (those behind a PUSH included) */
     uint64_t n_pull_ahead;           /* PULL frames sent behind a PUSH */
     uint64_t n_pull_served;          /* pull calls answered by those: no PULL of their own */
+    uint64_t n_push_early;           /* PUSHes sent while the backward pass still ran */
 } remote_conn;
 
 /* The backend: every shard of one placement. */
@@ -177,6 +181,9 @@ typedef struct remote {
     int until_sent;                     /* remote_run: a PUSH is done once written */
     /* arguments of the call in progress */
     const float *push_grad;
+    uint64_t push_version;              /* the pull call whose weights it was computed on */
+    int push_open;                      /* begun (maybe by remote_grad_ready_cb), not yet run */
+    int push_early;                     /* inside remote_grad_ready_cb */
     long push_step;
     int push_samples;
     proto_report report;
