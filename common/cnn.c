@@ -617,7 +617,6 @@ static const float *cnn_forward(const cnn_model *m, const kern_ops *k, cnn_work 
     return in;
 }
 
-/* Backward from dlogits (already in w->dout[last]); fills w->grad. */
 /* One thread: layer l's gradient is done, and with it everything above
  * (layers hold consecutive ranges, backward runs from the last): copy it
  * out and tell the caller.  Not for the first layer's: then the whole
@@ -632,6 +631,7 @@ static void cnn_grad_ready(cnn_engine *e, const cnn_work *w, const cnn_layer *l)
     e->ready_fn(e->ready_ctx, from);
 }
 
+/* Backward from dlogits (already in w->dout[last]); fills w->grad. */
 static void cnn_backward(cnn_engine *e, cnn_work *w, const float *x)
 {
     const cnn_model *m = e->m;
