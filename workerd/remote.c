@@ -332,6 +332,21 @@ static int conn_pull_behind(remote *r, remote_conn *c)
     return conn_send_frame(r, c, enc_pull, c->pull_req);
 }
 
+/* After queueing frames for c (rc from conn_send_frame): give up on an
+ * encoding failure, else move c to st and write what can be written. */
+static void conn_sent(remote *r, remote_conn *c, int rc, remote_conn_state st)
+{
+    if (rc < 0) {
+        snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a request: %s",
+                 c->shard, proto_strerror(rc));
+        r->fatal = 1;
+        return;
+    }
+    conn_set_state(r, c, st);
+    if (conn_flush(c) != 0)
+        conn_fail(r, c, "connection lost while sending");
+}
+
 /* Send c's part of the current call; in async and ssp a PUSH takes the
  * next pull's PULL along (state PIPE), unless it leaves during the
  * backward pass (c->pull_later: remote_push sends the PULL once the whole
@@ -366,16 +381,9 @@ static void conn_issue(remote *r, remote_conn *c)
                !c->pull_later;
     if (pipe) /* sync: the pull's min_version comes with the ACK */
         rc = conn_pull_behind(r, c);
-    if (rc < 0) {
-        snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a request: %s",
-                 c->shard, proto_strerror(rc));
-        r->fatal = 1;
-        return;
-    }
-    c->wait_req = req;
-    conn_set_state(r, c, pipe ? REMOTE_CONN_PIPE : REMOTE_CONN_WAIT);
-    if (conn_flush(c) != 0)
-        conn_fail(r, c, "connection lost while sending");
+    if (rc == 0)
+        c->wait_req = req;
+    conn_sent(r, c, rc, pipe ? REMOTE_CONN_PIPE : REMOTE_CONN_WAIT);
 }
 
 /* ------------------------------------------------------------ replies */
@@ -924,10 +932,11 @@ static void push_begin(remote *r, const float *grad, uint64_t version, long step
 
 /* Shard c's slice of the push: its base version and its error feedback,
  * then, if c is connected, the PUSH (with the PULL behind it) on its way
- * at once, before the next slice is compressed (or while the backward pass
- * still runs: remote_grad_ready_cb).  Returns 1 if sent, 0 if c is not
- * ready (remote_run sends it), -1 on failure (r->fatal). */
-static int push_slice(remote *r, remote_conn *c)
+ * at once, before the next slice is compressed (or, early, while the
+ * backward pass still runs: remote_grad_ready_cb; then without the PULL).
+ * Returns 1 if sent, 0 if c is not ready (remote_run sends it), -1 on
+ * failure (r->fatal). */
+static int push_slice(remote *r, remote_conn *c, int early)
 {
     const float *grad = r->push_grad;
     uint64_t version = r->push_version;
@@ -966,7 +975,7 @@ static int push_slice(remote *r, remote_conn *c)
     c->push_ready = 1;
     if (c->state != REMOTE_CONN_READY)
         return 0;
-    c->pull_later = r->push_early && r->mode != PLACEMENT_MODE_SYNC;
+    c->pull_later = early && r->mode != PLACEMENT_MODE_SYNC;
     conn_issue(r, c);
     if (c->state != REMOTE_CONN_WAIT)
         c->pull_later = 0;
@@ -984,13 +993,11 @@ static void remote_grad_ready_cb(void *ctx, const float *grad, size_t from, uint
         return;
     if (!r->push_open)
         push_begin(r, grad, version, step, samples);
-    r->push_early = 1;
     for (int i = 0; i < r->nshards && !r->fatal; i++) {
         remote_conn *c = &r->c[i];
-        if (!c->push_ready && c->lo >= from && push_slice(r, c) == 1)
+        if (!c->push_ready && c->lo >= from && push_slice(r, c, 1) == 1)
             c->n_push_early++;
     }
-    r->push_early = 0;
 }
 
 static int remote_push(remote *r, const float *grad, uint64_t version, long step, int samples,
@@ -1005,23 +1012,14 @@ static int remote_push(remote *r, const float *grad, uint64_t version, long step
         push_begin(r, grad, version, step, samples);
     for (int i = 0; i < r->nshards && !r->fatal; i++)
         if (!r->c[i].push_ready)
-            push_slice(r, &r->c[i]);
+            push_slice(r, &r->c[i], 0);
     for (int i = 0; i < r->nshards && !r->fatal; i++) {
         remote_conn *c = &r->c[i];
         if (!c->pull_later)
             continue;
         c->pull_later = 0; /* if c was lost meanwhile, remote_run sends both again */
-        if (c->state != REMOTE_CONN_WAIT)
-            continue;
-        if (conn_pull_behind(r, c) < 0) {
-            snprintf(r->fatal_msg, sizeof r->fatal_msg, "shard %d: cannot encode a PULL",
-                     c->shard);
-            r->fatal = 1;
-            break;
-        }
-        conn_set_state(r, c, REMOTE_CONN_PIPE);
-        if (conn_flush(c) != 0)
-            conn_fail(r, c, "connection lost while sending");
+        if (c->state == REMOTE_CONN_WAIT)
+            conn_sent(r, c, conn_pull_behind(r, c), REMOTE_CONN_PIPE);
     }
     r->push_open = 0;
     r->until_sent = r->overlap;

@@ -183,7 +183,6 @@ typedef struct remote {
     const float *push_grad;
     uint64_t push_version;              /* the pull call whose weights it was computed on */
     int push_open;                      /* begun (maybe by remote_grad_ready_cb), not yet run */
-    int push_early;                     /* inside remote_grad_ready_cb */
     long push_step;
     int push_samples;
     proto_report report;
