@@ -9,7 +9,8 @@
 #
 #   bench/net.sh [ROW...]     rows LINK:MODE:PUSH:PULL[:slow[:CC]], like
 #                             edge:async:topk:delta or none:sync:none:full:slow
-#                             (MODE async+overlap or ssp+overlap: job.overlap)
+#                             (MODE async+overlap or ssp+overlap: job.overlap;
+#                             async+local2, ssp+local3...: job.local_steps)
 #                             or poor:async:none:full::cubic (CC: the job's
 #                             TCP congestion control, job.tcp_congestion;
 #                             default the machine's, bbr here);
@@ -29,9 +30,10 @@
 #   link TCP mode push pull slow | reached wall_s samples/s push_B/step pull_B/step acc
 # wall_s: launch of the first shard to the exit of the last worker (the job
 # ends at the target; or at NET_LIMIT seconds, default 150, or NET_EPOCHS
-# epochs, default 6).  samples/s: all workers' samples (pushes x batch) over
-# wall_s.  push_B/step, pull_B/step: bytes the shards received / sent per
-# worker step, both shards together, from psctl status (frame bytes on the
+# epochs, default 6).  samples/s: all workers' samples (the shards' count of
+# what the pushes held) over wall_s.  push_B/step, pull_B/step: bytes the
+# shards received / sent per push (a worker step; with local steps, a round
+# of them), both shards together, from psctl status (frame bytes on the
 # wire, TCP/IP headers not counted).
 # Needs root (namespaces) and the data; otherwise prints why and exits 0.
 set -u
@@ -107,8 +109,11 @@ cur=""
 for row in $ALL; do
     IFS=: read -r link mode push pull slow cc <<<"$row"
     slow=${slow:-}; cc=${cc:-}
-    shown=$mode overlap=""
-    case $mode in *+overlap) mode=${mode%+overlap}; overlap=", \"overlap\": true" ;; esac
+    shown=$mode overlap="" local=1
+    case $mode in
+        *+overlap) mode=${mode%+overlap}; overlap=", \"overlap\": true" ;;
+        *+local[0-9]*) local=${mode##*+local}; mode=${mode%+local*}; overlap=", \"local_steps\": $local" ;;
+    esac
     if [ "$link" != "$cur" ]; then
         switch_lateness
         "$NC" down "$TMP/c" >/dev/null 2>&1
@@ -122,7 +127,12 @@ for row in $ALL; do
     if [ "$mode" = sync ]; then
         lr=${NET_SYNC_LR:-0.05}; mom=${NET_SYNC_MOMENTUM:-0.9}; total=$((EPOCHS * steps_epoch)); eval=15
     else # every worker's gradient is a version: 3x the versions of sync
-        lr=${NET_ASYNC_LR:-0.05}; mom=${NET_ASYNC_MOMENTUM:-0.5}; total=$((3 * EPOCHS * steps_epoch)); eval=45
+        # with local steps a version holds that many minibatches of one worker:
+        # the evaluations keep their pace in samples; the optimizer stays the
+        # same (its cosine then runs over that many times the samples: the
+        # local rows end before it is half way, the others at 55-70%)
+        lr=${NET_ASYNC_LR:-0.05}; mom=${NET_ASYNC_MOMENTUM:-0.5}
+        total=$((3 * EPOCHS * steps_epoch)); eval=$((45 / local))
         # overlap: one more step of staleness, which acts as momentum itself
         [ -n "$overlap" ] && mom=${NET_OVERLAP_MOMENTUM:-0.2}
     fi
@@ -169,9 +179,14 @@ s0 = next((s for s in shards if s.get("shard") == 0), shards[0] if shards else {
 accs = [100 * h["test_acc"] for h in s0.get("history", []) if h.get("test_acc") is not None]
 best = max(accs, default=0.0)
 steps = s0.get("pushes", 0)
+# every worker's samples as its pushes counted them (a push with local
+# steps holds several minibatches); pushes x batch before psd reported them
+ws = s0.get("workers", [])
+samples = sum(w.get("samples", 0) for w in ws) if ws and all("samples" in w for w in ws) \
+    else steps * batch
 bin_ = sum(s.get("bytes_in", 0) for s in shards)
 bout = sum(s.get("bytes_out", 0) for s in shards)
-sps = steps * batch / wall if wall > 0 else 0
+sps = samples / wall if wall > 0 else 0
 per = lambda b: f"{b / steps:,.0f}" if steps else "-"
 print(f"| {link} | {cc} | {mode} | {push} | {pull} | {'w2 x3' if slow else '-'} | "
       f"{'yes' if best >= target else 'no'} | {wall:.1f} | {sps:,.0f} | {per(bin_)} | {per(bout)} | {best:.2f} |")

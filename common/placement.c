@@ -39,8 +39,8 @@ static const char *const job_keys[] = { "model", "mode", "staleness", "batch", "
                                         "max_steps", "checkpoint_interval_s",
                                         "barrier_timeout_ms", "eval_every_steps",
                                         "eval_every_s", "target_accuracy", "augment_shift",
-                                        "overlap", "tcp_congestion", "optimizer", "compression",
-                                        NULL };
+                                        "overlap", "local_steps", "tcp_congestion", "optimizer",
+                                        "compression", NULL };
 static const char *const compression_keys[] = { "push", "topk_percent", "pull", NULL };
 static const char *const push_enc_names[PLACEMENT_PUSH_MAX] = { "none", "fp16", "topk" };
 static const char *const pull_enc_names[PLACEMENT_PULL_MAX] = { "full", "fp16", "delta",
@@ -660,6 +660,23 @@ static int parse_job(pctx *c, const cJSON *o, placement *p)
             return -1;
     } else if (cJSON_GetObjectItemCaseSensitive(o, "overlap")) {
         return not_used(c, b, "overlap", why);
+    }
+
+    /* local_steps: async and ssp only (a sync step averages one minibatch
+     * per worker), and not with overlap (which trains on while pushing) */
+    j->local_steps = 1;
+    if (j->mode != PLACEMENT_MODE_SYNC) {
+        if ((r = field_int(c, o, b, "local_steps", 1, PLACEMENT_LOCAL_STEPS_MAX, &ll)) < 0)
+            return -1;
+        if (r && ll > 1 && j->overlap) {
+            char lp[PATH_MAX_LEN];
+            return perr(c, path_join(lp, sizeof lp, b, "local_steps"),
+                        "%lld local steps and overlap exclude each other: use one of them", ll);
+        }
+        if (r)
+            j->local_steps = (int)ll;
+    } else if (cJSON_GetObjectItemCaseSensitive(o, "local_steps")) {
+        return not_used(c, b, "local_steps", why);
     }
 
     /* tcp_congestion: a Linux congestion control name (checked where it is

@@ -89,6 +89,9 @@ typedef struct placement_compression {
     placement_pull_enc pull;   /* default full */
 } placement_compression;
 
+/* The most local steps a job may take between pushes. */
+#define PLACEMENT_LOCAL_STEPS_MAX 64
+
 typedef struct placement_job {
     char model[CNN_NAME_MAX];  /* a cnn_model_init() name */
     placement_mode mode;
@@ -108,6 +111,8 @@ typedef struct placement_job {
                                 * host's default) */
     int overlap;               /* async/ssp: workers compute the next gradient while
                                 * the last push and its weights are on the wire */
+    int local_steps;           /* async/ssp: minibatches a worker trains on between
+                                * pushes, its own steps taken locally (1: none) */
     placement_compression compression; /* job.compression */
 } placement_job;
 

@@ -23,6 +23,11 @@ static double trainer_sleep(double s)
     return trainer_now() - t0;
 }
 
+float trainer_local_lr(const optim_config *c, uint64_t version)
+{
+    return optim_lr_at(c, (long)version) / (1.0f - c->momentum);
+}
+
 static int local_pull(void *ctx, float *params, uint64_t *version, char *err, size_t errlen)
 {
     ps_shard *s = ctx;
@@ -39,6 +44,13 @@ static void local_ahead(void *ctx, const float *grad, float *params, float *scra
     (void)scratch;
     s->k->sgd_step(params, NULL, grad, s->hi - s->lo, optim_lr_at(&s->opt, (long)s->version - 1),
                    0.0f, s->opt.weight_decay);
+}
+
+static void local_local_step(void *ctx, const float *grad, float *params, uint64_t version)
+{
+    ps_shard *s = ctx;
+    s->k->sgd_step(params, NULL, grad, s->hi - s->lo, trainer_local_lr(&s->opt, version), 0.0f,
+                   s->opt.weight_decay);
 }
 
 static int local_push(void *ctx, const float *grad, uint64_t version, long step, int samples,
@@ -58,7 +70,7 @@ static int local_push(void *ctx, const float *grad, uint64_t version, long step,
 
 param_backend trainer_local_backend(ps_shard *whole)
 {
-    param_backend be = { whole, local_pull, local_push, local_ahead, NULL };
+    param_backend be = { whole, local_pull, local_push, local_ahead, NULL, local_local_step };
     return be;
 }
 
@@ -89,6 +101,7 @@ int trainer_init(trainer *t, const cnn_model *m, cnn_engine *engine, const datas
     t->seed = seed;
     t->be = be;
     t->slowdown = 1.0f;
+    t->local_steps = 1;
     t->params = malloc(m->nparams * sizeof(float));
     t->grad = malloc(m->nparams * sizeof(float));
     t->x = malloc((size_t)batch * in * sizeof(float));
@@ -107,6 +120,7 @@ void trainer_free(trainer *t)
     free(t->params);
     free(t->grad);
     free(t->grad_alt);
+    free(t->acc);
     free(t->x);
     free(t->y);
     free(t->order);
@@ -122,7 +136,14 @@ static void trainer_grad_ready(void *ctx, size_t from)
     if (t->slowdown > 1.0f)
         t->ready_slept +=
             trainer_sleep((double)(t->slowdown - 1.0f) * (trainer_now() - t->ready_mark));
-    t->be.grad_ready(t->be.ctx, t->grad, from, t->ready_version, t->step, t->ready_n);
+    const float *g = t->grad;
+    if (t->local_done > 0) { /* the round's sum so far, and this slice of the last gradient */
+        for (size_t i = from; i < t->ready_to; i++)
+            t->acc[i] += t->grad[i];
+        t->ready_to = from;
+        g = t->acc;
+    }
+    t->be.grad_ready(t->be.ctx, g, from, t->ready_version, t->step, t->ready_n);
     t->ready_mark = trainer_now();
 }
 
@@ -132,6 +153,15 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
     memset(st, 0, sizeof(*st));
     if (t->overlap && !t->grad_alt && !(t->grad_alt = malloc(t->m->nparams * sizeof(float)))) {
         snprintf(err, errlen, "out of memory for the second gradient buffer");
+        return -1;
+    }
+    int rounds = t->local_steps > 1;
+    if (rounds && (t->overlap || !t->be.local_step)) {
+        snprintf(err, errlen, "local steps need a backend that takes a step locally, and no overlap");
+        return -1;
+    }
+    if (rounds && !t->acc && !(t->acc = malloc(t->m->nparams * sizeof(float)))) {
+        snprintf(err, errlen, "out of memory for the sum of the local steps' gradients");
         return -1;
     }
     size_t count = t->hi - t->lo;
@@ -144,7 +174,12 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         uint64_t version;
         double c0;
         int rc;
-        if (t->overlap && t->ahead) { /* pulled while the last gradient was computed */
+        /* this minibatch closes the round of local steps (or there are none) */
+        int closes = t->local_done + 1 >= t->local_steps || off + (size_t)n >= count ||
+                     (max_steps > 0 && t->step + 1 >= max_steps);
+        if (t->local_done > 0) { /* within a round: the weights at hand, no pull */
+            version = t->local_version;
+        } else if (t->overlap && t->ahead) { /* pulled while the last gradient was computed */
             version = t->ahead_version;
             t->ahead = 0;
         } else {
@@ -164,9 +199,10 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                               t->seed, (uint64_t)epoch);
         double loss;
         int correct;
-        int early = t->be.grad_ready && !t->overlap;
+        int early = t->be.grad_ready && !t->overlap && closes;
         t->ready_version = version;
-        t->ready_n = n;
+        t->ready_n = t->local_samples + n;
+        t->ready_to = t->m->nparams;
         t->ready_slept = 0;
         if (early)
             cnn_engine_on_grad_ready(t->engine, trainer_grad_ready, t);
@@ -177,6 +213,33 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
         if (t->slowdown > 1.0f)
             st->slow_seconds += t->ready_slept + trainer_sleep((double)(t->slowdown - 1.0f) *
                                                                (trainer_now() - t->ready_mark));
+        const float *send = t->grad;
+        int send_n = n;
+        if (rounds) {
+            if (t->local_done == 0 && !closes) {
+                memcpy(t->acc, t->grad, t->m->nparams * sizeof(float));
+            } else if (t->local_done > 0) { /* what grad_ready has not added yet */
+                for (size_t i = 0; i < t->ready_to; i++)
+                    t->acc[i] += t->grad[i];
+                send = t->acc;
+                send_n = t->local_samples + n;
+            }
+            if (!closes) { /* a local step: train on, push later */
+                t->be.local_step(t->be.ctx, t->grad, t->params, version);
+                t->local_version = version;
+                t->local_done++;
+                t->local_samples += n;
+                t->step++;
+                t->samples += (size_t)n;
+                st->steps++;
+                st->samples += (size_t)n;
+                st->loss_sum += loss;
+                st->correct += (size_t)correct;
+                continue;
+            }
+            t->local_done = 0;
+            t->local_samples = 0;
+        }
         c0 = trainer_now();
         if (t->overlap && t->inflight) {
             /* the last push's reply and the weights behind it: the next
@@ -192,7 +255,7 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                 return -1;
             t->ahead = 1;
         }
-        rc = t->be.push(t->be.ctx, t->grad, version, t->step, n, err, errlen);
+        rc = t->be.push(t->be.ctx, send, version, t->step, send_n, err, errlen);
         st->comm_seconds += trainer_now() - c0;
         if (rc == TRAINER_FINISHED) { /* not applied: not counted */
             t->finished = 1;

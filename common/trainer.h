@@ -44,11 +44,22 @@ typedef struct param_backend {
      * grad, version, step and samples. */
     void (*grad_ready)(void *ctx, const float *grad, size_t from, uint64_t version, long step,
                        int samples);
+    /* Optional, for local steps: take this worker's own gradient (the mean
+     * over one minibatch, computed on params from the weights a pull named
+     * `version`) into params as one plain SGD step: the learning rate of
+     * that version over (1 - momentum), the step the shards' momentum takes
+     * on a steady gradient, with weight decay, without a momentum buffer. */
+    void (*local_step)(void *ctx, const float *grad, float *params, uint64_t version);
 } param_backend;
 
 /* A backend that is one in-process shard covering the whole vector: pull
  * copies its weights, push applies the optimizer. */
 param_backend trainer_local_backend(ps_shard *whole);
+
+/* The learning rate of a local step from the weights of `version`
+ * (param_backend.local_step): the schedule's at that version over
+ * (1 - momentum). */
+float trainer_local_lr(const optim_config *c, uint64_t version);
 
 struct trainer;
 
@@ -80,6 +91,18 @@ typedef struct trainer {
      * staler; the two gradient buffers alternate, so the one in flight stays
      * intact (a reconnect sends it again). */
     int overlap;
+    /* Local steps (set after trainer_init; 1: none; needs be.local_step
+     * and no overlap when above 1): the worker trains on up to local_steps
+     * minibatches between two pushes from one pull, taking each gradient
+     * into its copy of the weights (be.local_step) and pushing their sum,
+     * counted as all their samples.  A round ends early at the end of an
+     * epoch and at max_steps, so nothing is left unsent. */
+    int local_steps;
+    float *acc;          /* local steps: the sum of the round's gradients (nparams) */
+    int local_done;      /* minibatches of the round so far */
+    int local_samples;
+    uint64_t local_version; /* the pull the round trains from */
+    size_t ready_to;     /* local steps with be.grad_ready: acc holds the sum from here up */
     float *grad_alt;   /* overlap: the other gradient buffer (nparams) */
     int inflight;      /* overlap: a push whose weights the next pull brings */
     int ahead;         /* overlap: params hold weights not trained on yet */

@@ -1548,6 +1548,7 @@ static char *status_json(psd_server *s)
         cJSON_AddBoolToObject(wo, "connected", w->conn != NULL);
         cJSON_AddBoolToObject(wo, "done", w->done);
         json_add_u64(wo, "step", w->step);
+        json_add_u64(wo, "samples", w->samples);
         json_add_u64(wo, "last_seq", w->last_seq);
         if (w->last_push_ms)
             cJSON_AddNumberToObject(wo, "last_push_age_s", (double)(now - w->last_push_ms) / 1000.0);

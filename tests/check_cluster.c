@@ -39,7 +39,7 @@
  * the best in async and ssp, see cl_best_test_acc). */
 static void two_by_two(const char *mode, int epochs, const char *extra, double min_acc)
 {
-    char job[128];
+    char job[256];
     snprintf(job, sizeof job, "\"epochs\": %d%s", epochs, extra);
     cl_init(2, 2);
     cl_conf_write(mode, job);
@@ -932,6 +932,85 @@ START_TEST(test_overlap_equals_standalone)
 }
 END_TEST
 
+/* job.local_steps 2, one worker and one shard: the shard applied one step
+ * per round of two minibatches (a round ends with its epoch: 38 minibatches
+ * of 32, 19 rounds), counted every sample, and ended with the weights of
+ * `workerd --standalone --local-steps 2` on the same data and settings. */
+START_TEST(test_local_steps_equals_standalone)
+{
+    g_momentum = "0.5";
+    cl_init(1, 1);
+    cl_conf_write("async", "\"epochs\": 2, \"local_steps\": 2");
+    cl_psd_start(0, 1);
+    cl_worker_start(0, NULL);
+    char *l0 = cl_worker_wait_ok(0, RUN_MS);
+    ck_assert_msg(strstr(l0, "local_steps=2") && epoch_sum(l0, "steps=") == 2 * 38, "%s",
+                  cl_tail(l0));
+    cJSON *j = cl_shard_status(0);
+    double pushes = cJSON_GetObjectItemCaseSensitive(j, "pushes")->valuedouble;
+    const cJSON *w = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "workers"), 0);
+    ck_assert(w != NULL);
+    double samples = cJSON_GetObjectItemCaseSensitive(w, "samples")->valuedouble;
+    ck_assert_msg(pushes == 2 * 19 && samples == 2 * 1200, "%.0f pushes, %.0f samples", pushes,
+                  samples);
+    cJSON_Delete(j);
+    float *dist = calloc(NP, sizeof(float)), *alone = calloc(NP, sizeof(float));
+    psd_client c;
+    proto_welcome wel;
+    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+    uint64_t version = 0;
+    int nm = 0;
+    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
+    psc_close(&c);
+    ck_assert_int_eq((int)version, 2 * 19);
+
+    char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
+    snprintf(wpath, sizeof wpath, "%s/alone.f32", g_cl.dir);
+    cl_log_path(log, sizeof log, "alone");
+    const char *args[] = {"--standalone", "--local-steps", "2", "--model", "ray",
+                          "--train-images", g_cl.train_img, "--train-labels", g_cl.train_lbl,
+                          "--test-images", g_cl.test_img, "--test-labels", g_cl.test_lbl,
+                          "--epochs", "2", "--batch", "32", "--lr", "0.05", "--momentum", "0.5",
+                          "--schedule", "constant", "--seed", "7", "--threads", "1",
+                          "--save-weights", wpath, NULL};
+    int st = cl_wait_exit(cl_spawn("workerd", args, log), RUN_MS);
+    char *la = cl_file_text(log);
+    ck_assert_msg(st == 0 && strstr(la, "local_steps=2"), "standalone exited with %d:\n%s", st,
+                  la);
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
+    ck_assert_int_eq((int)n, NP * 4);
+    proto_floats_decode(alone, raw, NP);
+    double maxdiff = 0;
+    for (int i = 0; i < NP; i++) {
+        double d = fabs((double)dist[i] - (double)alone[i]);
+        if (d > maxdiff)
+            maxdiff = d;
+    }
+    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
+    free(raw);
+    free(la);
+    free(l0);
+    free(dist);
+    free(alone);
+}
+END_TEST
+
+/* Local steps with 2 shards x 2 workers and top-k both ways: each round's
+ * last minibatch sends shard 1's slice of the round's sum early; the model
+ * learns as in test_async_two_shards_two_workers. */
+START_TEST(test_async_local_steps)
+{
+    g_momentum = "0.5";
+    two_by_two("async", 6,
+               ", \"local_steps\": 2, \"compression\": {\"push\": \"topk\", "
+               "\"topk_percent\": 10, \"pull\": \"topk\"}",
+               80.0);
+}
+END_TEST
+
 /* One async worker and one shard, with and without job.overlap: the shard
  * applied exactly the worker's steps either way (none lost, none twice)
  * and the model learns; with overlap each gradient was computed while the
@@ -1157,6 +1236,8 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_overlap_equals_standalone);
     tcase_add_test(tc, test_overlap_shard_kill9);
     tcase_add_test(tc, test_ssp_overlap);
+    tcase_add_test(tc, test_local_steps_equals_standalone);
+    tcase_add_test(tc, test_async_local_steps);
     tcase_add_test(tc, test_tcp_congestion);
     suite_add_tcase(s, tc);
     return s;

@@ -280,6 +280,11 @@ START_TEST(test_default_evaluator)
     ck_assert(p.job.target_accuracy == 97.5);
     ck_assert_int_eq(p.job.augment_shift, 2);
     ck_assert_int_eq(p.job.overlap, 0); /* the default */
+    ck_assert_int_eq(p.job.local_steps, 1);
+    placement_free(&p);
+    doc_ok("\"model\": \"ray\", \"mode\": \"ssp\", \"staleness\": 2, \"epochs\": 1, "
+           "\"local_steps\": 4", NULL, NULL, &p);
+    ck_assert_int_eq(p.job.local_steps, 4);
     placement_free(&p);
     doc_ok("\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"overlap\": true", NULL,
            NULL, &p);
@@ -461,6 +466,15 @@ static const bad_case bad_cases[] = {
       .want = "job.tcp_congestion: expected a TCP congestion control name" },
     { .job = JOB_OK ", \"overlap\": true",
       .want = "job.overlap: not used when mode is \"sync\"" },
+    { .job = JOB_OK ", \"local_steps\": 2",
+      .want = "job.local_steps: not used when mode is \"sync\"" },
+    { .job = "\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"local_steps\": 0",
+      .want = "job.local_steps: expected an integer 1..64, got 0" },
+    { .job = "\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"local_steps\": 1.5",
+      .want = "job.local_steps: expected an integer 1..64, got 1.5" },
+    { .job = "\"model\": \"ray\", \"mode\": \"async\", \"epochs\": 1, \"local_steps\": 2, "
+             "\"overlap\": true",
+      .want = "job.local_steps: 2 local steps and overlap exclude each other: use one of them" },
     { .job = "\"model\": \"ray\", \"mode\": \"ssp\", \"staleness\": 1, \"epochs\": 1, "
              "\"overlap\": 1",
       .want = "job.overlap: expected true or false, got 1" },

@@ -22,9 +22,10 @@
 
 /* ------------------------------------------------------------ learning */
 
-/* Train model `name` on synthetic digits for `epochs` and return held-out
- * accuracy in percent. */
-static double train_synthetic(const char *name, int epochs, int threads, size_t ntrain)
+/* Train model `name` on synthetic digits for `epochs`, pushing every
+ * local_steps minibatches, and return held-out accuracy in percent. */
+static double train_synthetic(const char *name, int epochs, int threads, size_t ntrain,
+                              int local_steps)
 {
     char err[256];
     ck_assert_int_eq(kern_init(err, sizeof(err)), 0);
@@ -43,6 +44,7 @@ static double train_synthetic(const char *name, int epochs, int threads, size_t 
     trainer t;
     ck_assert_msg(trainer_init(&t, &m, e, &train, 0, 1, 64, 1, trainer_local_backend(&whole),
                                err, sizeof(err)) == 0, "%s", err);
+    t.local_steps = local_steps;
     double acc0, loss0, acc, loss;
     ck_assert_int_eq(trainer_evaluate(&t, &test, &loss0, &acc0, err, sizeof(err)), 0);
     trainer_stats st;
@@ -50,7 +52,10 @@ static double train_synthetic(const char *name, int epochs, int threads, size_t 
         ck_assert_int_eq(trainer_run_epoch(&t, ep, 0, &st, err, sizeof(err)), 0);
     ck_assert_int_eq(trainer_evaluate(&t, &test, &loss, &acc, err, sizeof(err)), 0);
     ck_assert_uint_eq(st.samples, ntrain);
-    ck_assert_uint_eq(whole.version, (uint64_t)t.step);
+    /* one optimizer step per push: a round of local steps ends with its epoch */
+    long batches = (long)((ntrain + 63) / 64);
+    ck_assert_uint_eq(whole.version, (uint64_t)(epochs * ((batches + local_steps - 1) / local_steps)));
+    ck_assert_int_eq(t.step, epochs * batches);
     ck_assert_msg(loss < loss0, "%s: loss did not fall: %g -> %g", name, loss0, loss);
     fprintf(stderr, "learning test: %s accuracy %.1f%% -> %.1f%% (loss %.3f -> %.3f)\n", name,
             acc0, acc, loss0, loss);
@@ -64,15 +69,180 @@ static double train_synthetic(const char *name, int epochs, int threads, size_t 
 
 START_TEST(test_lenet_learns)
 {
-    double acc = train_synthetic("lenet", 1, 2, 4000);
+    double acc = train_synthetic("lenet", 1, 2, 4000, 1);
     ck_assert_msg(acc >= 80.0, "lenet reached only %.1f%% (chance is 10%%)", acc);
 }
 END_TEST
 
 START_TEST(test_ray_learns)
 {
-    double acc = train_synthetic("ray", 3, 1, 4000);
+    double acc = train_synthetic("ray", 3, 1, 4000, 1);
     ck_assert_msg(acc >= 60.0, "ray reached only %.1f%% (chance is 10%%)", acc);
+}
+END_TEST
+
+/* Two minibatches per push (job.local_steps 2): half the optimizer steps,
+ * each the sum of two local ones, and it learns as well. */
+START_TEST(test_ray_learns_local_steps)
+{
+    double acc = train_synthetic("ray", 3, 1, 4000, 2);
+    ck_assert_msg(acc >= 60.0, "ray with 2 local steps reached only %.1f%%", acc);
+}
+END_TEST
+
+/* ------------------------------------------------------- local steps */
+
+/* A backend that pulls fixed weights and records what the trainer hands
+ * it: the pushes, and the slices grad_ready reports as final. */
+typedef struct {
+    const float *w;
+    size_t n;
+    float lr;
+    int pulls, pushes, ready;
+    float *pushed[4];
+    int push_samples[4];
+    long push_step[4];
+    float *ready_vals[4]; /* per push: each grad_ready slice, where reported */
+    size_t ready_from[4];
+    long ready_step[8];
+    int ready_samples[8];
+} rec_backend;
+
+static int rec_pull(void *ctx, float *params, uint64_t *version, char *err, size_t errlen)
+{
+    rec_backend *r = ctx;
+    memcpy(params, r->w, r->n * sizeof(float));
+    *version = (uint64_t)r->pulls++;
+    return 0;
+}
+
+static int rec_push(void *ctx, const float *grad, uint64_t version, long step, int samples,
+                    char *err, size_t errlen)
+{
+    rec_backend *r = ctx;
+    ck_assert_int_lt(r->pushes, 4);
+    ck_assert_uint_eq(version, (uint64_t)r->pulls - 1); /* the round's one pull */
+    r->pushed[r->pushes] = malloc(r->n * sizeof(float));
+    memcpy(r->pushed[r->pushes], grad, r->n * sizeof(float));
+    r->push_samples[r->pushes] = samples;
+    r->push_step[r->pushes] = step;
+    r->pushes++;
+    return 0;
+}
+
+static void rec_ready(void *ctx, const float *grad, size_t from, uint64_t version, long step,
+                      int samples)
+{
+    rec_backend *r = ctx;
+    ck_assert_int_lt(r->ready, 8);
+    int p = r->pushes; /* the push this slice belongs to */
+    if (!r->ready_vals[p]) {
+        r->ready_vals[p] = malloc(r->n * sizeof(float));
+        r->ready_from[p] = r->n;
+    }
+    /* each call reports the part below the last one's */
+    ck_assert_uint_lt(from, r->ready_from[p]);
+    memcpy(r->ready_vals[p] + from, grad + from, (r->ready_from[p] - from) * sizeof(float));
+    r->ready_from[p] = from;
+    r->ready_step[r->ready] = step;
+    r->ready_samples[r->ready] = samples;
+    r->ready++;
+}
+
+static void rec_local_step(void *ctx, const float *grad, float *params, uint64_t version)
+{
+    rec_backend *r = ctx;
+    for (size_t i = 0; i < r->n; i++)
+        params[i] -= r->lr * grad[i];
+}
+
+/* 5 minibatches of 16 with local_steps 2: rounds of 2, 2 and 1 (the epoch
+ * ends it), one pull each.  Each push is, bit for bit, the gradient of the
+ * round's first minibatch on the pulled weights plus that of the second on
+ * those weights after the local step; with grad_ready, only the round's
+ * last minibatch reports slices, and they hold that sum. */
+START_TEST(test_local_steps_rounds)
+{
+    char err[256];
+    ck_assert_int_eq(kern_init(err, sizeof(err)), 0);
+    cnn_model m;
+    ck_assert_int_eq(cnn_model_init(&m, "ray", err, sizeof(err)), 0);
+    dataset train;
+    ck_assert_int_eq(fixtures_synth_dataset(&train, 80, 3), 0);
+    optim_config c;
+    optim_config_default(&c);
+    ps_shard init;
+    ck_assert_msg(ps_shard_init(&init, &m, kern_active(), &c, 7, 0, m.nparams, err,
+                                sizeof(err)) == 0, "%s", err);
+    cnn_engine *e = cnn_engine_new(&m, kern_active(), 1, 16, err, sizeof(err));
+    ck_assert_msg(e != NULL, "%s", err);
+    rec_backend r;
+    memset(&r, 0, sizeof(r));
+    r.w = init.w;
+    r.n = m.nparams;
+    r.lr = 0.125f;
+    param_backend be = { &r, rec_pull, rec_push, NULL, rec_ready, rec_local_step };
+    trainer t;
+    ck_assert_msg(trainer_init(&t, &m, e, &train, 0, 1, 16, 5, be, err, sizeof(err)) == 0,
+                  "%s", err);
+    t.local_steps = 2;
+    trainer_stats st;
+    ck_assert_msg(trainer_run_epoch(&t, 1, 0, &st, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(st.steps, 5);
+    ck_assert_uint_eq(st.samples, 80);
+    ck_assert_int_eq(r.pulls, 3);
+    ck_assert_int_eq(r.pushes, 3);
+    const int want_samples[3] = { 32, 32, 16 };
+    const long want_step[3] = { 1, 3, 4 };
+
+    /* the same minibatches, the same arithmetic, done here */
+    uint32_t order[80];
+    dataset_shuffle(order, 80, 0, 5, 1);
+    size_t in = (size_t)m.in_c * m.in_h * m.in_w;
+    float *x = malloc(16 * in * sizeof(float)), *p = malloc(r.n * sizeof(float));
+    float *g = malloc(r.n * sizeof(float)), *want = malloc(r.n * sizeof(float));
+    uint8_t y[16];
+    int b = 0;
+    for (int k = 0; k < 3; k++) {
+        memcpy(p, init.w, r.n * sizeof(float));
+        for (int j = 0; j < (k < 2 ? 2 : 1); j++, b++) {
+            double loss;
+            int correct;
+            dataset_gather(&train, order + 16 * b, 16, x, y);
+            cnn_engine_grad(e, p, x, y, 16, g, &loss, &correct);
+            for (size_t i = 0; i < r.n; i++) {
+                want[i] = j == 0 ? g[i] : want[i] + g[i];
+                p[i] -= r.lr * g[i];
+            }
+        }
+        ck_assert_int_eq(r.push_samples[k], want_samples[k]);
+        ck_assert_int_eq(r.push_step[k], want_step[k]);
+        ck_assert_msg(memcmp(r.pushed[k], want, r.n * sizeof(float)) == 0,
+                      "push %d is not the sum of its round's gradients", k);
+        /* ray: one layer's slice above the first one's, reported early */
+        ck_assert_ptr_nonnull(r.ready_vals[k]);
+        ck_assert_uint_gt(r.ready_from[k], 0);
+        ck_assert_msg(memcmp(r.ready_vals[k] + r.ready_from[k], want + r.ready_from[k],
+                             (r.n - r.ready_from[k]) * sizeof(float)) == 0,
+                      "push %d: a grad_ready slice is not the round's sum", k);
+    }
+    ck_assert_int_eq(r.ready, 3); /* none from the local steps */
+    for (int k = 0; k < r.ready; k++) {
+        ck_assert_int_eq(r.ready_step[k], want_step[k]);
+        ck_assert_int_eq(r.ready_samples[k], want_samples[k]);
+    }
+    for (int k = 0; k < 4; k++) {
+        free(r.pushed[k]);
+        free(r.ready_vals[k]);
+    }
+    free(x);
+    free(p);
+    free(g);
+    free(want);
+    trainer_free(&t);
+    cnn_engine_free(e);
+    ps_shard_free(&init);
+    dataset_free(&train);
 }
 END_TEST
 
@@ -269,6 +439,10 @@ START_TEST(test_cli_errors)
         { { "--model", "ray", "--train-images", train_img, "--train-labels", train_lbl, NULL },
           2, "--standalone" },
         { { "--standalone", "--bogus", NULL }, 2, "--bogus" },
+        { { "--standalone", "--model", "ray", "--train-images", train_img, "--train-labels",
+            train_lbl, "--local-steps", "0", NULL }, 2, "--local-steps '0'" },
+        { { "--standalone", "--model", "ray", "--train-images", train_img, "--train-labels",
+            train_lbl, "--local-steps", "2", "--overlap", NULL }, 2, "exclude each other" },
         { { "--standalone", "--model", "ray", "--train-images", missing, "--train-labels",
             train_lbl, NULL }, 1, "no-such-file" },
         { { "--standalone", "--model", "ray", "--train-images", trunc_img, "--train-labels",
@@ -315,6 +489,8 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_lenet_learns);
     tcase_add_test(tc, test_ray_learns);
+    tcase_add_test(tc, test_ray_learns_local_steps);
+    tcase_add_test(tc, test_local_steps_rounds);
     suite_add_tcase(s, tc);
     if (!getenv("PSD_BIN")) {
         /* e.g. the aarch64 run under qemu, which builds no workerd binary */

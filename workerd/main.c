@@ -50,6 +50,7 @@ typedef struct workerd_opts {
     double connect_timeout_s; /* 0: keep trying */
     float slowdown;           /* >= 1: emulate a box this many times slower */
     int overlap;              /* standalone: each gradient one step late (job.overlap) */
+    long local_steps;         /* standalone: minibatches per push (job.local_steps) */
     const char *save_weights; /* standalone: raw float32 LE weights at the end */
     int verbose;
     const char *standalone_opt; /* a standalone-only option given (its name) */
@@ -96,6 +97,8 @@ static void usage(FILE *f)
             "  --test-labels F       test labels\n"
             "  --overlap             compute each gradient on the weights before the last\n"
             "                        step, as a cluster job with job.overlap does\n"
+            "  --local-steps N       push every N minibatches, training on in between\n"
+            "                        with its own steps, as job.local_steps (default 1)\n"
             "  --epochs N            passes over the training set (default 1)\n"
             "  --max-steps N         stop after N optimizer steps (default: no limit)\n"
             "  --batch N             minibatch size (default 64)\n"
@@ -125,7 +128,7 @@ enum {
     OPT_TEST_LABELS, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD,
     OPT_SCHEDULE, OPT_LR_STEP, OPT_LR_GAMMA, OPT_THREADS, OPT_SEED, OPT_MEAN, OPT_STD,
     OPT_JSON, OPT_PLACEMENT, OPT_NODE, OPT_WARMUP, OPT_AUGMENT, OPT_CONNECT_TIMEOUT,
-    OPT_SAVE_WEIGHTS, OPT_VERBOSE, OPT_SLOWDOWN, OPT_OVERLAP
+    OPT_SAVE_WEIGHTS, OPT_VERBOSE, OPT_SLOWDOWN, OPT_OVERLAP, OPT_LOCAL_STEPS
 };
 
 static const struct option long_opts[] = {
@@ -158,6 +161,7 @@ static const struct option long_opts[] = {
     { "verbose", no_argument, NULL, OPT_VERBOSE },
     { "slowdown", required_argument, NULL, OPT_SLOWDOWN },
     { "overlap", no_argument, NULL, OPT_OVERLAP },
+    { "local-steps", required_argument, NULL, OPT_LOCAL_STEPS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -178,6 +182,7 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
     o->threads = 1;
     o->slowdown = 1.0f;
     o->seed = 1;
+    o->local_steps = 1;
     o->lr_step_epochs = 1;
     o->mean = DATASET_MNIST_MEAN;
     o->std = DATASET_MNIST_STD;
@@ -196,6 +201,10 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
             return 1;
         case OPT_STANDALONE: o->standalone = 1; break;
         case OPT_OVERLAP: o->overlap = 1; break;
+        case OPT_LOCAL_STEPS:
+            if (util_parse_long(optarg, 1, PLACEMENT_LOCAL_STEPS_MAX, &o->local_steps))
+                return bad_value(name, optarg, "an integer in 1..64");
+            break;
         case OPT_MODEL: o->model = optarg; break;
         case OPT_TRAIN_IMAGES: o->train_images = optarg; break;
         case OPT_TRAIN_LABELS: o->train_labels = optarg; break;
@@ -318,6 +327,10 @@ static int parse_args(int argc, char **argv, workerd_opts *o)
     }
     if (!o->test_images != !o->test_labels) {
         fprintf(stderr, "workerd: --test-images and --test-labels go together\n");
+        return -1;
+    }
+    if (o->overlap && o->local_steps > 1) {
+        fprintf(stderr, "workerd: --overlap and --local-steps exclude each other\n");
         return -1;
     }
     return 0;
@@ -563,6 +576,7 @@ static int run_placement(workerd_opts *o)
     tr.augment_shift = job->augment_shift;
     tr.slowdown = o->slowdown;
     tr.overlap = rb.overlap;
+    tr.local_steps = rb.local_steps;
     if (have_test && (job->eval_every_steps > 0 || job->eval_every_s > 0) &&
         !(bg = bgeval_new(&m, k, &test, err, sizeof err)))
         goto out;
@@ -580,9 +594,10 @@ static int run_placement(workerd_opts *o)
 
     remote_log(&rb, REMOTE_LOG_INFO,
                "placement %s: model=%s params=%zu mode=%s shards=%d part=%d/%d (%zu examples) "
-               "batch=%d threads=%d simd=%s evaluate=%d overlap=%d",
+               "batch=%d threads=%d simd=%s evaluate=%d overlap=%d local_steps=%d",
                pl.source, m.name, m.nparams, placement_mode_name(job->mode), pl.nshards, me->part,
-               pl.data.parts, tr.hi - tr.lo, job->batch, threads, k->name, have_test, tr.overlap);
+               pl.data.parts, tr.hi - tr.lo, job->batch, threads, k->name, have_test, tr.overlap,
+               tr.local_steps);
     int rc = remote_connect(&rb, o->connect_timeout_s, err, sizeof err);
     if (rc == REMOTE_STOPPED) {
         exit_code = 0;
@@ -695,11 +710,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    long steps_per_epoch = (long)((train.n + (size_t)o.batch - 1) / (size_t)o.batch);
+    /* the schedule counts optimizer steps: one per push, and with local
+     * steps a push takes up to that many minibatches (a round ends with
+     * its epoch) */
+    long batches = (long)((train.n + (size_t)o.batch - 1) / (size_t)o.batch);
+    long steps_per_epoch = (batches + o.local_steps - 1) / o.local_steps;
     o.opt.step_size = o.lr_step_epochs * steps_per_epoch;
     o.opt.warmup_steps = (long)(o.warmup_epochs * (float)steps_per_epoch + 0.5f);
-    o.opt.total_steps = o.max_steps > 0 && o.max_steps < o.epochs * steps_per_epoch
-                            ? o.max_steps
+    o.opt.total_steps = o.max_steps > 0 && o.max_steps < o.epochs * batches
+                            ? (o.max_steps + o.local_steps - 1) / o.local_steps
                             : o.epochs * steps_per_epoch;
 
     int exit_code = 1;
@@ -719,13 +738,15 @@ int main(int argc, char **argv)
     tr.augment_shift = (int)o.augment_shift;
     tr.slowdown = o.slowdown;
     tr.overlap = o.overlap;
+    tr.local_steps = (int)o.local_steps;
 
     fprintf(stderr,
             "workerd: standalone model=%s params=%zu simd=%s threads=%ld batch=%ld lr=%g "
-            "momentum=%g schedule=%s augment_shift=%ld overlap=%d train=%zu test=%zu\n",
+            "momentum=%g schedule=%s augment_shift=%ld overlap=%d local_steps=%ld train=%zu "
+            "test=%zu\n",
             m.name, m.nparams, k->name, o.threads, o.batch, (double)o.opt.lr,
             (double)o.opt.momentum, optim_schedule_name(o.opt.schedule), o.augment_shift,
-            o.overlap, train.n, test.n);
+            o.overlap, o.local_steps, train.n, test.n);
 
     for (long epoch = 1; epoch <= o.epochs; epoch++) {
         if (o.max_steps > 0 && tr.step >= o.max_steps)

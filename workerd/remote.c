@@ -1063,10 +1063,24 @@ static void remote_ahead_cb(void *ctx, const float *grad, float *params, float *
     }
 }
 
+/* Local steps: this worker's own gradient into params, each shard's slice
+ * at the learning rate of that shard's version as last pulled. */
+static void remote_local_step_cb(void *ctx, const float *grad, float *params, uint64_t version)
+{
+    remote *r = ctx;
+    (void)version; /* the pull call's number; the shards' versions are per connection */
+    for (int i = 0; i < r->nshards; i++) {
+        remote_conn *c = &r->c[i];
+        r->k->sgd_step(params + c->lo, NULL, grad + c->lo, c->hi - c->lo,
+                       trainer_local_lr(&r->opt, c->version), 0.0f, r->opt.weight_decay);
+    }
+}
+
 param_backend remote_backend(remote *r)
 {
     param_backend be = {r, remote_pull_cb, remote_push_cb, r->overlap ? remote_ahead_cb : NULL,
-                        r->overlap ? NULL : remote_grad_ready_cb};
+                        r->overlap ? NULL : remote_grad_ready_cb,
+                        r->local_steps > 1 ? remote_local_step_cb : NULL};
     return be;
 }
 
@@ -1137,6 +1151,7 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     r->nparams = m->nparams;
     r->mode = p->job.mode;
     r->overlap = p->job.overlap && p->job.mode != PLACEMENT_MODE_SYNC;
+    r->local_steps = p->job.mode != PLACEMENT_MODE_SYNC && p->job.local_steps > 1 ? p->job.local_steps : 1;
     r->opt = p->job.opt;
     r->k = kern_active();
     snprintf(r->tcp_congestion, sizeof r->tcp_congestion, "%s", p->job.tcp_congestion);
