@@ -13,6 +13,8 @@
 #   train-edge-ssp     w0's test accuracy > 50% (chance: 10%)
 #   train-edge-async-overlap  async with job.overlap (3 epochs), fp16 pushes,
 #                      delta pulls and job.tcp_congestion reno
+#   train-edge-async-local2   async with job.local_steps 2 (3 epochs), top-k
+#                      pushes and pulls
 #   verify-poor        as verify-edge with 1% loss
 #   train-poor-sync    the sync job on poor
 # Skips (exit 0, "net: skipped: WHY") when not root or a tool or kernel feature
@@ -150,6 +152,8 @@ if up edge; then
     # delta pulls), every connection on reno (job.tcp_congestion); lr 0.02
     # and no momentum: the extra step of staleness makes 0.05 diverge
     NC_LR=0.02 train edge async 0 '"epochs": 3, "overlap": true, "tcp_congestion": "reno", "compression": {"push": "fp16", "pull": "delta"}' overlap
+    # two minibatches per round trip (job.local_steps), top-k both ways
+    train edge async 0.3 '"epochs": 3, "local_steps": 2, "compression": {"push": "topk", "topk_percent": 10, "pull": "topk"}' local2
 fi
 "$NC" down >/dev/null 2>&1
 if up poor; then
