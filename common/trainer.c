@@ -147,6 +147,17 @@ static void trainer_grad_ready(void *ctx, size_t from)
     t->ready_mark = trainer_now();
 }
 
+/* A minibatch trained on: the step counters and the epoch's figures. */
+static void trainer_count(trainer *t, trainer_stats *st, int n, double loss, int correct)
+{
+    t->step++;
+    t->samples += (size_t)n;
+    st->steps++;
+    st->samples += (size_t)n;
+    st->loss_sum += loss;
+    st->correct += (size_t)correct;
+}
+
 int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st, char *err,
                       size_t errlen)
 {
@@ -229,12 +240,7 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
                 t->local_version = version;
                 t->local_done++;
                 t->local_samples += n;
-                t->step++;
-                t->samples += (size_t)n;
-                st->steps++;
-                st->samples += (size_t)n;
-                st->loss_sum += loss;
-                st->correct += (size_t)correct;
+                trainer_count(t, st, n, loss, correct);
                 continue;
             }
             t->local_done = 0;
@@ -275,12 +281,7 @@ int trainer_run_epoch(trainer *t, long epoch, long max_steps, trainer_stats *st,
             if (t->be.ahead) /* ... with this worker's own step already taken */
                 t->be.ahead(t->be.ctx, t->grad_alt, t->params, t->grad);
         }
-        t->step++;
-        t->samples += (size_t)n;
-        st->steps++;
-        st->samples += (size_t)n;
-        st->loss_sum += loss;
-        st->correct += (size_t)correct;
+        trainer_count(t, st, n, loss, correct);
         if (t->after_step) {
             rc = t->after_step(t->after_step_ctx, t, err, errlen);
             if (rc == TRAINER_FINISHED)

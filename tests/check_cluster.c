@@ -179,6 +179,41 @@ START_TEST(test_shard_restart)
 END_TEST
 
 /* Sync with one shard and one worker is the standalone run, step for step. */
+/* Shard 0's whole weight vector (NP floats) into dist; returns its version. */
+static uint64_t shard0_pull_all(float *dist)
+{
+    psd_client c;
+    proto_welcome wel;
+    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
+    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
+    uint64_t version = 0;
+    int nm = 0;
+    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
+    psc_close(&c);
+    return version;
+}
+
+/* The weights `workerd --standalone --save-weights wpath` wrote are dist's
+ * (NP floats), to within 1e-5. */
+static void expect_saved_weights(const char *wpath, const float *dist)
+{
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
+    ck_assert_int_eq((int)n, NP * 4);
+    float *alone = calloc(NP, sizeof(float));
+    proto_floats_decode(alone, raw, NP);
+    double maxdiff = 0;
+    for (int i = 0; i < NP; i++) {
+        double d = fabs((double)dist[i] - (double)alone[i]);
+        if (d > maxdiff)
+            maxdiff = d;
+    }
+    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
+    free(alone);
+    free(raw);
+}
+
 START_TEST(test_sync_equals_standalone)
 {
     cl_init(1, 1);
@@ -188,15 +223,7 @@ START_TEST(test_sync_equals_standalone)
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
 
     float *dist = calloc(NP, sizeof(float));
-    float *alone = calloc(NP, sizeof(float));
-    psd_client c;
-    proto_welcome wel;
-    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
-    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
-    uint64_t version = 0;
-    int nm = 0;
-    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
-    psc_close(&c);
+    uint64_t version = shard0_pull_all(dist);
     ck_assert_int_eq((int)version, 2 * ((1200 + 31) / 32));
 
     char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
@@ -210,27 +237,14 @@ START_TEST(test_sync_equals_standalone)
     int st = cl_wait_exit(pid, RUN_MS);
     char *la = cl_file_text(log);
     ck_assert_msg(st == 0, "standalone exited with %d:\n%s", st, la);
-    uint8_t *raw = NULL;
-    size_t n = 0;
-    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
-    ck_assert_int_eq((int)n, NP * 4);
-    proto_floats_decode(alone, raw, NP);
-    double maxdiff = 0;
-    for (int i = 0; i < NP; i++) {
-        double d = fabs((double)dist[i] - (double)alone[i]);
-        if (d > maxdiff)
-            maxdiff = d;
-    }
-    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
+    expect_saved_weights(wpath, dist);
     /* and the printed training loss of each epoch matches */
     const char *p = strstr(l0, " loss="), *q = strstr(la, " loss=");
     ck_assert(p && q);
     ck_assert_msg(fabs(strtod(p + 6, NULL) - strtod(q + 6, NULL)) < 1e-3, "%s\n%s", l0, la);
-    free(raw);
     free(la);
     free(l0);
     free(dist);
-    free(alone);
 }
 END_TEST
 
@@ -864,15 +878,8 @@ START_TEST(test_overlap_equals_standalone)
     cl_psd_start(0, 1);
     cl_worker_start(0, NULL);
     char *l0 = cl_worker_wait_ok(0, RUN_MS);
-    float *dist = calloc(NP, sizeof(float)), *alone = calloc(NP, sizeof(float));
-    psd_client c;
-    proto_welcome wel;
-    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
-    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
-    uint64_t version = 0;
-    int nm = 0;
-    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
-    psc_close(&c);
+    float *dist = calloc(NP, sizeof(float));
+    uint64_t version = shard0_pull_all(dist);
     ck_assert_int_eq((int)version, 2 * ((1200 + 31) / 32));
 
     char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
@@ -887,18 +894,7 @@ START_TEST(test_overlap_equals_standalone)
     int st = cl_wait_exit(cl_spawn("workerd", args, log), RUN_MS);
     char *la = cl_file_text(log);
     ck_assert_msg(st == 0 && strstr(la, "overlap=1"), "standalone exited with %d:\n%s", st, la);
-    uint8_t *raw = NULL;
-    size_t n = 0;
-    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
-    ck_assert_int_eq((int)n, NP * 4);
-    proto_floats_decode(alone, raw, NP);
-    double maxdiff = 0;
-    for (int i = 0; i < NP; i++) {
-        double d = fabs((double)dist[i] - (double)alone[i]);
-        if (d > maxdiff)
-            maxdiff = d;
-    }
-    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
+    expect_saved_weights(wpath, dist);
 
     /* The look-ahead (param_backend.ahead) takes the worker's own last
      * step before the next gradient: without momentum that is exactly the
@@ -924,11 +920,9 @@ START_TEST(test_overlap_equals_standalone)
                   "momentum 0: overlap with the look-ahead trained other weights than plain SGD");
     free(w[0]);
     free(w[1]);
-    free(raw);
     free(la);
     free(l0);
     free(dist);
-    free(alone);
 }
 END_TEST
 
@@ -954,15 +948,8 @@ START_TEST(test_local_steps_equals_standalone)
     ck_assert_msg(pushes == 2 * 19 && samples == 2 * 1200, "%.0f pushes, %.0f samples", pushes,
                   samples);
     cJSON_Delete(j);
-    float *dist = calloc(NP, sizeof(float)), *alone = calloc(NP, sizeof(float));
-    psd_client c;
-    proto_welcome wel;
-    ck_assert_int_eq(psc_connect(&c, g_cl.port[0], 2000, 5000), 0);
-    ck_assert_int_eq(psc_hello(&c, PROTO_ROLE_OPERATOR, "probe", "", 0, &wel), 0);
-    uint64_t version = 0;
-    int nm = 0;
-    ck_assert_int_eq(psc_pull(&c, 0, 0, NP, &version, &nm, dist), 0);
-    psc_close(&c);
+    float *dist = calloc(NP, sizeof(float));
+    uint64_t version = shard0_pull_all(dist);
     ck_assert_int_eq((int)version, 2 * 19);
 
     char wpath[FIXTURES_PATH_MAX + 32], log[FIXTURES_PATH_MAX + 32];
@@ -978,23 +965,10 @@ START_TEST(test_local_steps_equals_standalone)
     char *la = cl_file_text(log);
     ck_assert_msg(st == 0 && strstr(la, "local_steps=2"), "standalone exited with %d:\n%s", st,
                   la);
-    uint8_t *raw = NULL;
-    size_t n = 0;
-    ck_assert_int_eq(fixtures_file_read(wpath, &raw, &n), 0);
-    ck_assert_int_eq((int)n, NP * 4);
-    proto_floats_decode(alone, raw, NP);
-    double maxdiff = 0;
-    for (int i = 0; i < NP; i++) {
-        double d = fabs((double)dist[i] - (double)alone[i]);
-        if (d > maxdiff)
-            maxdiff = d;
-    }
-    ck_assert_msg(maxdiff < 1e-5, "distributed and standalone weights differ by %g", maxdiff);
-    free(raw);
+    expect_saved_weights(wpath, dist);
     free(la);
     free(l0);
     free(dist);
-    free(alone);
 }
 END_TEST
 

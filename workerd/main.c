@@ -100,7 +100,7 @@ static void usage(FILE *f)
             "  --local-steps N       push every N minibatches, training on in between\n"
             "                        with its own steps, as job.local_steps (default 1)\n"
             "  --epochs N            passes over the training set (default 1)\n"
-            "  --max-steps N         stop after N optimizer steps (default: no limit)\n"
+            "  --max-steps N         stop after N steps (minibatches; default: no limit)\n"
             "  --batch N             minibatch size (default 64)\n"
             "  --lr X                learning rate (default 0.05)\n"
             "  --momentum X          SGD momentum in [0,1) (default 0.9)\n"
