@@ -576,7 +576,7 @@ static int run_placement(workerd_opts *o)
     tr.augment_shift = job->augment_shift;
     tr.slowdown = o->slowdown;
     tr.overlap = rb.overlap;
-    tr.local_steps = rb.local_steps;
+    tr.local_steps = job->local_steps; /* 1 unless async/ssp (placement) */
     if (have_test && (job->eval_every_steps > 0 || job->eval_every_s > 0) &&
         !(bg = bgeval_new(&m, k, &test, err, sizeof err)))
         goto out;

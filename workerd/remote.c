@@ -1079,8 +1079,7 @@ static void remote_local_step_cb(void *ctx, const float *grad, float *params, ui
 param_backend remote_backend(remote *r)
 {
     param_backend be = {r, remote_pull_cb, remote_push_cb, r->overlap ? remote_ahead_cb : NULL,
-                        r->overlap ? NULL : remote_grad_ready_cb,
-                        r->local_steps > 1 ? remote_local_step_cb : NULL};
+                        r->overlap ? NULL : remote_grad_ready_cb, remote_local_step_cb};
     return be;
 }
 
@@ -1151,7 +1150,6 @@ int remote_init(remote *r, const placement *p, const placement_node *me, const c
     r->nparams = m->nparams;
     r->mode = p->job.mode;
     r->overlap = p->job.overlap && p->job.mode != PLACEMENT_MODE_SYNC;
-    r->local_steps = p->job.mode != PLACEMENT_MODE_SYNC && p->job.local_steps > 1 ? p->job.local_steps : 1;
     r->opt = p->job.opt;
     r->k = kern_active();
     snprintf(r->tcp_congestion, sizeof r->tcp_congestion, "%s", p->job.tcp_congestion);

@@ -174,8 +174,7 @@ typedef struct remote {
     /* job.overlap (async/ssp): push returns once its frames are written;
      * the next call first waits for their ACKs (push_settle) */
     int overlap;
-    int local_steps;                    /* job.local_steps (1: none) */
-    optim_config opt;                   /* the job's optimizer (overlap: the look-ahead) */
+    optim_config opt;                   /* the job's optimizer (the look-ahead, local steps) */
     const kern_ops *k;                  /* its SGD step */
     char tcp_congestion[16];            /* job.tcp_congestion ("": the host's) */
     int push_pending;                   /* a push is out, its ACKs not all in */
